@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run every test tier: unit, integration on the local testbed, ansible-lint, ansible-test sanity,
+# and the collection build + install check. Exits non-zero if any tier fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh || exit 1
+export PATH=$PWD/.venv/bin:$PATH
+COLL=$(python scripts/collection_path.py)
+export ANSIBLE_COLLECTIONS_PATH=$COLL
+rc=0
+step() { echo; echo "=== $*"; }
+
+step "unit + integration (pytest)"
+python -m pytest -p no:cacheprovider tests/unit tests/integration || rc=1
+
+step "collection build + install"
+bash tests/sanity/build_install.sh || rc=1
+
+step "ansible-lint (production profile)"
+ansible-lint --profile production || rc=1
+
+step "ansible-test sanity"
+bash tests/sanity/ansible_test_sanity.sh || rc=1
+
+echo
+if [[ $rc -eq 0 ]]; then echo "ALL TIERS PASSED"; else echo "SOME TIERS FAILED"; fi
+exit $rc

@@ -1,0 +1,120 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 gpuops.llm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Simulated node agents: what the NVIDIA device plugin and GPU Feature Discovery do on a node.
+
+kwok runs no containers, so the device plugin and GFD pods it reports Running do nothing. This
+agent closes the loop: for each node with a simulated NVML host (<nvml-dir>/<node>.json),
+  - while a device plugin pod is Running on it, advertise nvidia.com/gpu or nvidia.com/mig-*
+    capacity computed from the host's GPU state and the pod's MIG_STRATEGY;
+  - while a GFD pod is Running on it, set the GFD labels.
+No plugin pod means no GPU resources, exactly as on a real node. The mapping from GPU state to
+resources and labels is the collection's own (module_utils/gfd.py), so the testbed and the
+roles that wait for resources agree by construction.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import signal
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "scripts"))
+import collection_path  # noqa: E402
+
+sys.path.insert(0, str(collection_path.ensure()))
+
+from kubernetes import client, config  # noqa: E402
+from kubernetes.client.rest import ApiException  # noqa: E402
+
+from ansible_collections.gpuops.llm.plugins.module_utils import gfd, nvml  # noqa: E402
+
+DEVICE_PLUGIN = "nvidia-device-plugin"
+GFD = "gpu-feature-discovery"
+OWNED_LABELS = "gpuops.llm/testbed-gfd-labels"  # which labels this agent set, to remove them later
+RESOURCE_PREFIXES = ("nvidia.com/gpu", "nvidia.com/mig-")
+
+
+def running_pods(v1: client.CoreV1Api) -> dict[str, dict[str, str]]:
+    """node -> {component: mig strategy} for Running device plugin / GFD pods."""
+    out: dict[str, dict[str, str]] = {}
+    pods = v1.list_pod_for_all_namespaces(label_selector=f"app.kubernetes.io/name in ({DEVICE_PLUGIN},{GFD})")
+    for pod in pods.items:
+        if pod.status.phase != "Running" or not pod.spec.node_name or pod.metadata.deletion_timestamp:
+            continue
+        name = pod.metadata.labels.get("app.kubernetes.io/name")
+        strategy = "none"
+        for c in pod.spec.containers:
+            for e in c.env or []:
+                if e.name == "MIG_STRATEGY" and e.value:
+                    strategy = e.value
+        out.setdefault(pod.spec.node_name, {})[name] = strategy
+    return out
+
+
+def reconcile_node(v1: client.CoreV1Api, node, state_file: pathlib.Path, comps: dict[str, str]) -> bool:
+    """Bring one node's capacity and labels in line with its simulated GPUs. Returns True if patched."""
+    strategy = comps.get(DEVICE_PLUGIN) or comps.get(GFD) or "none"
+    facts = nvml.host_facts(nvml.get_backend(sim_state=str(state_file)))
+    resources, labels = gfd.node_resources_and_labels(facts, strategy)
+    if DEVICE_PLUGIN not in comps:
+        resources = {}
+    if GFD not in comps:
+        labels = {}
+
+    changed = False
+    current = dict(node.status.allocatable or {})
+    have = {k: v for k, v in current.items() if k.startswith(RESOURCE_PREFIXES)}
+    if have != resources:
+        patch = {k: None for k in have if k not in resources}
+        patch.update(resources)
+        v1.patch_node_status(node.metadata.name, {"status": {"capacity": patch, "allocatable": patch}})
+        changed = True
+
+    node_labels = node.metadata.labels or {}
+    owned = json.loads((node.metadata.annotations or {}).get(OWNED_LABELS, "[]"))
+    label_patch = {k: None for k in owned if k not in labels}
+    label_patch.update({k: v for k, v in labels.items() if node_labels.get(k) != v})
+    if label_patch or sorted(labels) != sorted(owned):
+        v1.patch_node(node.metadata.name, {"metadata": {
+            "labels": label_patch, "annotations": {OWNED_LABELS: json.dumps(sorted(labels))}}})
+        changed = True
+    return changed
+
+
+def loop(kubeconfig: str, nvml_dir: pathlib.Path, interval: float, once: bool = False) -> None:
+    v1 = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+    while True:
+        try:
+            comps = running_pods(v1)
+            for node in v1.list_node().items:
+                state = nvml_dir / f"{node.metadata.name}.json"
+                if state.exists():
+                    if reconcile_node(v1, node, state, comps.get(node.metadata.name, {})):
+                        print(f"{time.strftime('%H:%M:%S')} reconciled {node.metadata.name}", flush=True)
+        except ApiException as e:
+            print(f"api error: {e.status} {e.reason}", flush=True)
+        except Exception as e:  # noqa: BLE001 - keep the agent alive; the log says why
+            print(f"error: {type(e).__name__}: {e}", flush=True)
+        if once:
+            return
+        time.sleep(interval)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--kubeconfig", required=True)
+    ap.add_argument("--nvml-dir", required=True, type=pathlib.Path)
+    ap.add_argument("--interval", type=float, default=1.0)
+    ap.add_argument("--once", action="store_true")
+    args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    loop(args.kubeconfig, args.nvml_dir, args.interval, args.once)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

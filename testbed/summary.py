@@ -1,0 +1,39 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 gpuops.llm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Print a short summary of the testbed: nodes per pool, GPUs and MIG devices advertised, workloads."""
+from __future__ import annotations
+
+import sys
+
+from kubernetes import client
+
+import testbed
+
+
+def main() -> int:
+    tb = testbed.Testbed()
+    if not tb.healthy():
+        print("testbed: not running")
+        return 1
+    api = tb.api_client()
+    print(f"\nTestbed cluster '{tb.name}' (kubeconfig {tb.kubeconfig})")
+    print(f"{'pool':<20} {'nodes':>5} {'ready':>5} {'nvidia.com/gpu':>15}  MIG devices")
+    for pool, p in sorted(tb.summary().items()):
+        mig = ", ".join(f"{k.removeprefix('nvidia.com/mig-')}={v}" for k, v in sorted(p["mig"].items())) or "-"
+        print(f"{pool:<20} {p['nodes']:>5} {p['ready']:>5} {p['nvidia.com/gpu']:>15}  {mig}")
+    apps = client.AppsV1Api(api)
+    ours = [d for d in apps.list_daemon_set_for_all_namespaces().items + apps.list_deployment_for_all_namespaces().items
+            if d.metadata.namespace not in ("kube-system",)]
+    if ours:
+        print("\nDeployed:")
+        for d in sorted(ours, key=lambda d: (d.metadata.namespace, d.metadata.name)):
+            kind = "DaemonSet" if hasattr(d.status, "number_ready") else "Deployment"
+            ready = d.status.number_ready if kind == "DaemonSet" else d.status.ready_replicas
+            want = d.status.desired_number_scheduled if kind == "DaemonSet" else d.spec.replicas
+            print(f"  {kind:<10} {d.metadata.namespace}/{d.metadata.name}: {ready or 0}/{want} ready")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The testbed fixture: one real control plane per test session (or a running one, reused)."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "testbed"))
+
+import testbed as tb_mod  # noqa: E402
+
+# Components whose own writes (heartbeats, bindings, status) are not ours to count.
+SYSTEM_AGENTS = ("kwok", "kube-controller-manager", "kube-scheduler", "kube-apiserver")
+
+
+class TestbedHandle:
+    def __init__(self, tb: tb_mod.Testbed):
+        self.tb = tb
+        self.kubeconfig = str(tb.kubeconfig)
+        self.api = tb.api_client()
+        self.nvml_dir = tb.nvml_dir
+        self.home = tb.home
+
+    def audit_marker(self) -> int:
+        """A position in the apiserver audit log; pass it to audit_writes."""
+        time.sleep(0.2)  # let in-flight requests finish being logged
+        p = self.tb.audit_log
+        return p.stat().st_size if p.exists() else 0
+
+    def audit_writes(self, since: int, include_system: bool = False) -> list[dict]:
+        """Write requests (create/update/patch/delete) logged since the marker."""
+        time.sleep(0.2)
+        out = []
+        with open(self.tb.audit_log, "rb") as f:
+            f.seek(since)
+            for line in f:
+                ev = json.loads(line)
+                agent = ev.get("userAgent", "")
+                if not include_system and agent.startswith(SYSTEM_AGENTS):
+                    continue
+                ref = ev.get("objectRef", {})
+                out.append({"verb": ev["verb"], "resource": ref.get("resource"), "subresource": ref.get("subresource"),
+                            "namespace": ref.get("namespace"), "name": ref.get("name"), "user_agent": agent,
+                            "code": ev.get("responseStatus", {}).get("code")})
+        return out
+
+    def env(self) -> dict:
+        env = self.tb.env()
+        env["K8S_AUTH_KUBECONFIG"] = self.kubeconfig
+        return env
+
+
+@pytest.fixture(scope="session")
+def testbed():
+    tb = tb_mod.Testbed()
+    reuse = tb.healthy()
+    if not reuse:
+        tb.up()
+    else:
+        tb.ensure_nodes()
+        tb.start_agent()
+    yield TestbedHandle(tb)
+    if not reuse and os.environ.get("GPUOPS_TESTBED_KEEP") != "1":
+        tb.down()
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.5, what: str = "condition"):
+    """Poll until predicate() returns a truthy value; fail the test with `what` on timeout."""
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
