@@ -1,0 +1,872 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 gpuops.llm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""VRAM sizing for vLLM: weights, KV cache and overhead per GPU or MIG slice.
+
+Pure Python, no Ansible and no GPU needed. The estimate follows how vLLM itself budgets
+memory at start-up (facts/llm-serving.md, part D)::
+
+    available_kv = gpu_memory_utilization * usable_GiB - weights - activation_peak - non_torch
+
+and then cuts that pool into blocks of 16 tokens. Every constant below says where it comes
+from; those marked UNCONFIRMED are extrapolations that a measurement should replace.
+See docs/sizing.md for the accuracy table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import struct
+
+GIB = 1024 ** 3
+
+# vLLM's default KV block size (tokens per block); token counts are whole blocks.
+BLOCK_SIZE = 16
+
+# vLLM pads the vocabulary of VocabParallelEmbedding / ParallelLMHead to a multiple of 64.
+VOCAB_PADDING = 64
+
+# Memory the CUDA context takes before vLLM starts counting: vLLM logs "Free memory on device:
+# 78.57/79.18 GiB on startup" on an idle H100 (llm-d-benchmark empirical-vllm-memory-results).
+# It sits outside the gpu_memory_utilization budget, so gmu * total + this must fit.
+CUDA_CONTEXT_GIB = 0.61
+
+# Extra room kept free above the CUDA context when we *recommend* a utilization: the sampler
+# warm-up of gpt-oss-20b needed ~0.77 GiB beyond the budget at gmu 0.95 and OOMed (llm-d-planner
+# v0.19 run matrix), so recommendations leave 1 GiB.
+RECOMMENDED_HEADROOM_GIB = 1.0
+MAX_RECOMMENDED_GPU_MEMORY_UTILIZATION = 0.95
+
+# Activation peak ("torch peak memory increase" in vLLM's profiling log line), GiB.
+# It is TP-invariant and tracks vocab size (the sampler warm-up runs max_num_seqs dummy
+# requests over the full vocabulary). Least-squares fit over the published H100 runs:
+#   current (vLLM >= 0.17): 12 dense runs of llm-d-planner v0.19 (CodeLlama 0.77 ... Gemma 3.66),
+#     residual <= 0.16 GiB; MoE runs (Mixtral 1.21, Qwen1.5-MoE 2.47, Qwen3-30B-A3B 2.68,
+#     DeepSeek-V2-Lite 1.93) sit 0.24-0.60 above the dense line -> +0.45.
+#   legacy (vLLM < 0.17): Llama-3.1-8B 4.76/4.84, Qwen3 0.6B/14B/32B 5.56-5.64 (llm-d-benchmark
+#     empirical results; llm-d-planner version study: 5.64 -> 2.23 GiB at v0.17).
+#     The legacy MoE term is UNCONFIRMED (no legacy MoE measurement found).
+ACTIVATION_PROFILES = {
+    "current": {"base_gib": 0.18, "per_vocab_entry_gib": 1.35e-5, "moe_extra_gib": 0.45},
+    "legacy": {"base_gib": 0.47, "per_vocab_entry_gib": 3.38e-5, "moe_extra_gib": 0.45},
+}
+ACTIVATION_CURRENT_SINCE = (0, 17)
+
+# Non-torch memory ("non-torch forward increase memory"), GiB per GPU, keyed by the smallest
+# TP size it applies to. Current: v0.19 runs, TP1 0.24-0.27, TP2 2.06-2.08, TP4 2.13-2.17
+# (NCCL all-reduce buffers, llm-d-planner report). Legacy TP1 0.13 (v0.15-0.17), TP2 0.55
+# (Llama-3.3-70B-FP8 TP2, llm-d-benchmark). TP8 is UNCONFIRMED: the TP4 value is reused.
+NON_TORCH_PROFILES = {
+    "current": {1: 0.25, 2: 2.10, 4: 2.15},
+    "legacy": {1: 0.13, 2: 0.55},
+}
+NON_TORCH_TP1_CURRENT_SINCE = (0, 18)
+NON_TORCH_TPN_CURRENT_SINCE = (0, 17)
+
+DEFAULT_VLLM_VERSION = "0.19.0"
+
+# Memory of a whole GPU as torch/vLLM see it (cudaMemGetInfo total), GiB.
+# Only H100-80GB is measured (79.19 GiB, facts/llm-serving.md part D). The others are
+# UNCONFIRMED: A100 values are the "total capacity" PyTorch prints in OOM messages; the rest
+# are nvidia-smi's MiB total / 1024 * 0.99 (H100 and A100 lose about 0.6-1% to the driver).
+GPU_MEMORY_GIB = {
+    "H100-80GB": {"gib": 79.19, "confirmed": True, "source": "vLLM log on H100 80GB HBM3 (facts D)"},
+    "H100-94GB": {"gib": 93.06, "confirmed": False, "source": "MIG 7g.94gb 93.12 GiB less the H100 7g/full gap"},
+    "H200": {"gib": 139.0, "confirmed": False, "source": "nvidia-smi 143771 MiB * 0.99"},
+    "B200": {"gib": 177.3, "confirmed": False, "source": "180 GB nominal, nvidia-smi total * 0.99 (estimate)"},
+    "A100-80GB": {"gib": 79.15, "confirmed": False, "source": "PyTorch OOM 'total capacity' on A100 80GB"},
+    "A100-40GB": {"gib": 39.59, "confirmed": False, "source": "PyTorch OOM 'total capacity' on A100 40GB"},
+    "A30": {"gib": 23.2, "confirmed": False, "source": "MIG 4g.24gb 23.44 GiB less ~1%"},
+    "L40S": {"gib": 44.54, "confirmed": False, "source": "nvidia-smi 46068 MiB * 0.99"},
+    "L4": {"gib": 22.27, "confirmed": False, "source": "nvidia-smi 23034 MiB * 0.99"},
+    "A10G": {"gib": 22.26, "confirmed": False, "source": "nvidia-smi 23028 MiB * 0.99"},
+}
+
+# Which GPU a name means: (regex on the normalised name, canonical key). First match wins.
+_GPU_PATTERNS = [
+    (r"h100.*(nvl|94)", "H100-94GB"),
+    (r"h100", "H100-80GB"),
+    (r"h200", "H200"),
+    (r"b200", "B200"),
+    (r"a100.*80", "A100-80GB"),
+    (r"a100.*40", "A100-40GB"),
+    (r"\ba30\b", "A30"),
+    (r"l40s", "L40S"),
+    (r"\bl4\b", "L4"),
+    (r"\ba10g?\b", "A10G"),
+]
+
+# MIG GPU-instance memory, GiB, per parent GPU and profile (facts/mig-and-nvml.md section 1).
+# Kept in ONE dict so that plugins/module_utils/mig.py can replace it. Values are nvidia-smi's
+# profile memory; torch may see slightly less (UNCONFIRMED). A100-80GB values come from the
+# mock only; H200 and B200 have fractions only, so their GiB are the H100 value scaled by
+# 141/80 and 180/80 (UNCONFIRMED).
+MIG_PROFILE_MEMORY_GIB = {
+    "A100-40GB": {"1g.5gb": 4.75, "1g.5gb+me": 4.75, "1g.10gb": 9.62, "2g.10gb": 9.62,
+                  "3g.20gb": 19.5, "4g.20gb": 19.5, "7g.40gb": 39.25},
+    "A100-80GB": {"1g.10gb": 9.62, "1g.10gb+me": 9.62, "1g.20gb": 19.5, "2g.20gb": 19.5,
+                  "3g.40gb": 39.25, "4g.40gb": 39.25, "7g.80gb": 78.5},
+    "A30": {"1g.6gb": 5.81, "1g.6gb+me": 5.81, "2g.12gb": 11.69, "2g.12gb+me": 11.69,
+            "4g.24gb": 23.44},
+    "H100-80GB": {"1g.10gb": 9.75, "1g.10gb+me": 9.75, "1g.20gb": 19.62, "2g.20gb": 19.62,
+                  "3g.40gb": 39.5, "4g.40gb": 39.5, "7g.80gb": 79.25},
+    "H100-94GB": {"1g.12gb": 10.75, "1g.12gb+me": 10.75, "1g.24gb": 21.62, "2g.24gb": 21.62,
+                  "3g.47gb": 46.38, "4g.47gb": 46.38, "7g.94gb": 93.12},
+    "H200": {"1g.18gb": 17.18, "1g.18gb+me": 17.18, "1g.35gb": 34.58, "2g.35gb": 34.58,
+             "3g.71gb": 69.62, "4g.71gb": 69.62, "7g.141gb": 139.68},
+    "B200": {"1g.23gb": 21.94, "1g.23gb+me": 21.94, "1g.45gb": 44.14, "2g.45gb": 44.14,
+             "3g.90gb": 88.88, "4g.90gb": 88.88, "7g.180gb": 178.31},
+}
+# MIG profiles whose GiB above is taken from a real nvidia-smi capture (facts file).
+_MIG_CONFIRMED_PARENTS = ("A100-40GB", "A30", "H100-80GB", "H100-94GB")
+
+_MIG_RE = re.compile(r"(?:(\d+)c\.)?(\d+g\.\d+gb(?:\+me\.all|\+me|\.me|\+gfx|-me)?)")
+
+QUANTIZATION_METHODS = ("none", "fp8", "int8", "awq", "gptq", "bitnet")
+KV_CACHE_DTYPES = ("auto", "fp8")
+
+# Bits per weight of a quantized linear layer (before group scales and zeros).
+_QUANT_BITS = {"none": 16, "fp8": 8, "int8": 8, "awq": 4, "gptq": 4, "bitnet": 1.58}
+
+# Architectures whose MLP is two matrices (up, down) instead of gated three.
+_NON_GATED_MLP = ("gpt2", "gpt_neox", "gpt_bigcode", "opt", "phi", "falcon", "starcoder2", "bloom")
+# Architectures with bias on q/k/v.
+_QKV_BIAS = ("qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl")
+
+
+class SizingError(ValueError):
+    """Bad input; ``field`` names the option or config key at fault."""
+
+    def __init__(self, field, message):
+        super().__init__(message)
+        self.field = field
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+
+def parse_version(text):
+    """'0.19.0' / 'v0.10.1.dev3' -> (0, 19). Raises SizingError on garbage."""
+    match = re.match(r"^v?(\d+)\.(\d+)", str(text).strip())
+    if not match:
+        raise SizingError("vllm_version", "vllm_version %r is not a version such as 0.19.0" % (text,))
+    return int(match.group(1)), int(match.group(2))
+
+
+def _int_field(cfg, key, field_prefix, required=True, default=None):
+    value = cfg.get(key, default)
+    if value is None:
+        if required:
+            raise SizingError("%s.%s" % (field_prefix, key),
+                              "model config is missing %s (needed to size the model)" % key)
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())  # templated Ansible values arrive as strings
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value <= 0:
+        raise SizingError("%s.%s" % (field_prefix, key),
+                          "%s must be a positive integer, got %r" % (key, value))
+    return int(value)
+
+
+def _round(value, digits=2):
+    return round(float(value) + 0.0, digits)
+
+
+def _round_down(value, digits=2):
+    factor = 10 ** digits
+    return math.floor(value * factor + 1e-9) / factor
+
+
+def _round_up(value, digits=2):
+    factor = 10 ** digits
+    return math.ceil(value * factor - 1e-9) / factor
+
+
+# --------------------------------------------------------------------------------------
+# model architecture
+# --------------------------------------------------------------------------------------
+
+def parse_model_config(config, field="model_config"):
+    """Turn a Hugging Face config.json dict into the numbers sizing needs.
+
+    Multimodal configs keep the language model in ``text_config``; its keys win, and the
+    top-level ones fill the gaps (torch_dtype, tie_word_embeddings). ``vision_config`` is
+    sized roughly and kept 16-bit.
+    """
+    if not isinstance(config, dict) or not config:
+        raise SizingError(field, "%s must be a non-empty dict of config.json fields" % field)
+    warnings = []
+    text = config.get("text_config")
+    prefix = field
+    if isinstance(text, dict) and text.get("hidden_size"):
+        merged = dict(config)
+        merged.pop("text_config", None)
+        merged.update({k: v for k, v in text.items() if v is not None})
+        cfg = merged
+        prefix = field + ".text_config"
+    else:
+        cfg = config
+
+    hidden = _int_field(cfg, "hidden_size", prefix)
+    layers = _int_field(cfg, "num_hidden_layers", prefix)
+    heads = _int_field(cfg, "num_attention_heads", prefix)
+    kv_heads = _int_field(cfg, "num_key_value_heads", prefix, required=False) or heads
+    head_dim = _int_field(cfg, "head_dim", prefix, required=False) or hidden // heads
+    vocab = _int_field(cfg, "vocab_size", prefix)
+    model_type = str(cfg.get("model_type") or "").lower()
+
+    experts = None
+    for key in ("num_local_experts", "num_experts", "n_routed_experts"):
+        if cfg.get(key):
+            experts = _int_field(cfg, key, prefix)
+            break
+    if experts is not None and experts <= 1:
+        experts = None
+    intermediate = _int_field(cfg, "intermediate_size", prefix, required=experts is None
+                              or not cfg.get("moe_intermediate_size"))
+    moe_intermediate = None
+    if experts:
+        moe_intermediate = (_int_field(cfg, "moe_intermediate_size", prefix, required=False)
+                            or intermediate)
+    if kv_heads > heads or heads % kv_heads:
+        raise SizingError(prefix + ".num_key_value_heads",
+                          "num_key_value_heads (%d) must divide num_attention_heads (%d)" % (kv_heads, heads))
+
+    if "tie_word_embeddings" in cfg:
+        tied = bool(cfg["tie_word_embeddings"])
+    else:
+        # transformers defaults to True; we assume an untied lm_head so we never under-size.
+        tied = False
+        warnings.append("tie_word_embeddings missing from the model config: assumed false "
+                        "(a separate lm_head), which can over-estimate weights slightly")
+
+    dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16").replace("torch.", "")
+    max_pos = _int_field(cfg, "max_position_embeddings", prefix, required=False)
+
+    # Dense layers inside an MoE stack (DeepSeek first_k_dense_replace, Qwen mlp_only_layers).
+    moe_layers = 0
+    if experts:
+        dense_first = int(cfg.get("first_k_dense_replace") or 0)
+        step = int(cfg.get("decoder_sparse_step") or 1)
+        mlp_only = set(cfg.get("mlp_only_layers") or [])
+        moe_layers = sum(1 for i in range(layers)
+                         if i >= dense_first and i not in mlp_only and (i + 1) % step == 0)
+    shared_inter = 0
+    if experts:
+        if cfg.get("shared_expert_intermediate_size"):
+            shared_inter = int(cfg["shared_expert_intermediate_size"])
+        elif cfg.get("n_shared_experts"):
+            shared_inter = int(cfg["n_shared_experts"]) * moe_intermediate
+
+    mla = None
+    if cfg.get("kv_lora_rank"):
+        mla = {
+            "kv_lora_rank": int(cfg["kv_lora_rank"]),
+            "q_lora_rank": int(cfg.get("q_lora_rank") or 0),
+            "qk_rope_head_dim": int(cfg.get("qk_rope_head_dim") or 64),
+            "qk_nope_head_dim": int(cfg.get("qk_nope_head_dim") or 128),
+            "v_head_dim": int(cfg.get("v_head_dim") or 128),
+        }
+
+    if cfg.get("sliding_window") and cfg.get("use_sliding_window", True) and model_type in (
+            "gemma2", "gemma3", "gemma3_text", "mistral", "gpt_oss", "cohere2"):
+        if model_type != "mistral":
+            warnings.append("%s mixes sliding-window and full attention layers; vLLM then stores "
+                            "fewer tokens for windowed layers, so kv_cache_tokens is a lower bound"
+                            % model_type)
+
+    vision_params = 0
+    vision = config.get("vision_config")
+    if isinstance(vision, dict) and vision.get("hidden_size") and vision.get("num_hidden_layers"):
+        v_hidden = int(vision["hidden_size"])
+        v_inter = int(vision.get("intermediate_size") or 4 * v_hidden)
+        v_layers = int(vision["num_hidden_layers"])
+        # attention (4 h^2) + MLP (2 h * inter) per layer, plus a projector into the LM.
+        vision_params = v_layers * (4 * v_hidden * v_hidden + 2 * v_hidden * v_inter) + v_hidden * hidden
+        warnings.append("vision encoder sized roughly from vision_config (%.2fB parameters, 16-bit)"
+                        % (vision_params / 1e9))
+
+    rope_factor = float(cfg.get("partial_rotary_factor") or 1.0)
+    return {
+        "model_type": model_type,
+        "architecture": (cfg.get("architectures") or [model_type or "unknown"])[0],
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "intermediate_size": intermediate,
+        "vocab_size": vocab,
+        "tie_word_embeddings": tied,
+        "torch_dtype": dtype,
+        "max_position_embeddings": max_pos,
+        "num_experts": experts,
+        "num_experts_per_tok": int(cfg.get("num_experts_per_tok") or 0) or None,
+        "moe_intermediate_size": moe_intermediate,
+        "moe_layers": moe_layers,
+        "shared_expert_intermediate_size": shared_inter,
+        "mla": mla,
+        "gated_mlp": model_type not in _NON_GATED_MLP,
+        "qkv_bias": model_type in _QKV_BIAS or bool(cfg.get("attention_bias")),
+        "qk_norm": model_type.startswith("qwen3"),
+        "rotary_dim": int(head_dim * rope_factor),
+        "vision_params": vision_params,
+        "quantization_config": cfg.get("quantization_config") or config.get("quantization_config"),
+        "warnings": warnings,
+    }
+
+
+def read_model_path(path):
+    """Read config.json and the exact checkpoint size from a local model directory."""
+    if not path or not os.path.isdir(path):
+        raise SizingError("model_path", "model_path %r is not a directory" % (path,))
+    config_file = os.path.join(path, "config.json")
+    try:
+        with open(config_file, "r", encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise SizingError("model_path", "cannot read %s: %s" % (config_file, exc))
+    total_size = None
+    source = None
+    index = os.path.join(path, "model.safetensors.index.json")
+    single = os.path.join(path, "model.safetensors")
+    if os.path.isfile(index):
+        try:
+            with open(index, "r", encoding="utf-8") as handle:
+                total_size = int(json.load(handle)["metadata"]["total_size"])
+            source = "model.safetensors.index.json metadata.total_size"
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SizingError("model_path", "cannot read metadata.total_size from %s: %s" % (index, exc))
+    elif os.path.isfile(single):
+        # A safetensors file is an 8-byte little-endian header length, the JSON header, then data.
+        with open(single, "rb") as handle:
+            header_len = struct.unpack("<Q", handle.read(8))[0]
+        total_size = os.path.getsize(single) - 8 - header_len
+        source = "model.safetensors data size"
+    return config, total_size, source
+
+
+# --------------------------------------------------------------------------------------
+# quantization
+# --------------------------------------------------------------------------------------
+
+def _from_quantization_config(qcfg):
+    """Map a checkpoint's quantization_config onto our methods, or raise."""
+    method = str(qcfg.get("quant_method") or "").lower()
+    if method == "awq":
+        return {"method": "awq", "bits": int(qcfg.get("bits") or qcfg.get("w_bit") or 4),
+                "group_size": int(qcfg.get("group_size") or qcfg.get("q_group_size") or 128),
+                "desc_act": False}
+    if method == "gptq":
+        return {"method": "gptq", "bits": int(qcfg.get("bits") or 4),
+                "group_size": int(qcfg.get("group_size") or 128),
+                "desc_act": bool(qcfg.get("desc_act"))}
+    if method in ("fp8", "fbgemm_fp8"):
+        return {"method": "fp8", "bits": 8, "group_size": None, "desc_act": False}
+    if method == "bitnet":
+        return {"method": "bitnet", "bits": 1.58, "group_size": None, "desc_act": False}
+    if method == "compressed-tensors":
+        groups = qcfg.get("config_groups") or {}
+        weights = {}
+        for group in groups.values():
+            if isinstance(group, dict) and isinstance(group.get("weights"), dict):
+                weights = group["weights"]
+                break
+        bits = int(weights.get("num_bits") or 8)
+        kind = str(weights.get("type") or "int").lower()
+        if bits == 8 and kind == "float":
+            return {"method": "fp8", "bits": 8, "group_size": None, "desc_act": False}
+        if bits == 8:
+            return {"method": "int8", "bits": 8, "group_size": None, "desc_act": False}
+        if bits == 4 and kind == "int":
+            return {"method": "gptq", "bits": 4, "group_size": int(weights.get("group_size") or 128),
+                    "desc_act": str(weights.get("actorder") or "").lower() in ("group", "weight", "true")}
+    raise SizingError("model_config.quantization_config",
+                      "checkpoint quantization %r is not supported; supported: %s"
+                      % (method or qcfg, ", ".join(QUANTIZATION_METHODS)))
+
+
+def resolve_quantization(option, group_size, arch):
+    """Decide the weight format vLLM will hold in memory.
+
+    ``option`` None means: what the checkpoint's quantization_config says, else none.
+    fp8 on a 16-bit checkpoint is vLLM's runtime (online) FP8, which needs --quantization fp8.
+    """
+    warnings = []
+    if option is not None and option not in QUANTIZATION_METHODS:
+        raise SizingError("quantization", "quantization %r is not one of %s"
+                          % (option, ", ".join(QUANTIZATION_METHODS)))
+    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int)
+                                   or (group_size <= 0 and group_size != -1)):
+        raise SizingError("group_size", "group_size must be a positive integer or -1 (per channel), got %r"
+                          % (group_size,))
+    qcfg = arch.get("quantization_config")
+    checkpoint = _from_quantization_config(qcfg) if isinstance(qcfg, dict) and qcfg else None
+
+    if option is None:
+        if checkpoint:
+            result = dict(checkpoint, source="model_config.quantization_config", runtime=False)
+        else:
+            result = {"method": "none", "bits": 16, "group_size": None, "desc_act": False,
+                      "source": "default", "runtime": False}
+    elif checkpoint:
+        if option != checkpoint["method"]:
+            raise SizingError("quantization",
+                              "quantization=%s but the checkpoint is already %s "
+                              "(model_config.quantization_config); vLLM serves it as %s"
+                              % (option, checkpoint["method"], checkpoint["method"]))
+        result = dict(checkpoint, source="model_config.quantization_config", runtime=False)
+    else:
+        gs = group_size if group_size is not None else 128
+        result = {"method": option, "bits": _QUANT_BITS[option],
+                  "group_size": gs if option in ("awq", "gptq") else None,
+                  "desc_act": False, "source": "option", "runtime": option == "fp8"}
+        if option in ("awq", "gptq", "int8", "bitnet"):
+            warnings.append("the checkpoint has no quantization_config: this is the size after "
+                            "quantizing it to %s (model_quantize), not of the checkpoint as it is" % option)
+    if result["method"] == "bitnet":
+        warnings.append("BitNet b1.58 has no kernel in mainline vLLM (UNCONFIRMED); the figure "
+                        "assumes ideal 1.58-bit packing with 16-bit embeddings and lm_head")
+    return result, warnings
+
+
+def _linear_bytes(in_f, out_f, quant):
+    """Bytes of one linear layer's weight in the format vLLM keeps on the GPU."""
+    method = quant["method"]
+    if method == "none":
+        return in_f * out_f * 2
+    if method in ("fp8", "int8"):
+        # 1-byte weights plus a float32 scale per output channel.
+        return in_f * out_f + out_f * 4
+    if method == "bitnet":
+        return in_f * out_f * 1.58 / 8 + 4
+    bits = quant["bits"]
+    group = quant["group_size"]
+    groups = 1 if not group or group < 0 else int(math.ceil(in_f / float(group)))
+    packed = in_f * out_f * bits / 8.0
+    scales = groups * out_f * 2           # fp16 scale per group and output column
+    zeros = groups * out_f * bits / 8.0   # packed zero points (kept even for symmetric GPTQ)
+    g_idx = in_f * 4 if quant.get("desc_act") else 0
+    return packed + scales + zeros + g_idx
+
+
+def weight_bytes(arch, quant, tp):
+    """Weights of one replica and of one GPU under tensor parallelism ``tp``.
+
+    Column-parallel layers (q/k/v, gate/up, experts' w1/w3) split their output, row-parallel
+    ones (o, down) their input; embeddings and lm_head are vocab-parallel (sharded too).
+    When kv_heads < tp vLLM replicates KV heads, so each GPU keeps at least one.
+    Returns {'checkpoint_total', 'checkpoint_per_gpu', 'buffers_per_gpu'} in bytes.
+    """
+    def per_rank(tp_):
+        h = arch["hidden_size"]
+        heads = arch["num_attention_heads"]
+        hd = arch["head_dim"]
+        kv_rank = max(1, arch["num_key_value_heads"] // tp_)
+        layers = arch["num_hidden_layers"]
+        lin = 0.0
+        sixteen_bit = 0.0
+        replicated = 0.0
+        if arch["mla"]:
+            m = arch["mla"]
+            qk = m["qk_nope_head_dim"] + m["qk_rope_head_dim"]
+            if m["q_lora_rank"]:
+                replicated += _linear_bytes(h, m["q_lora_rank"], quant)
+                lin += _linear_bytes(m["q_lora_rank"], heads * qk // tp_, quant)
+            else:
+                lin += _linear_bytes(h, heads * qk // tp_, quant)
+            replicated += _linear_bytes(h, m["kv_lora_rank"] + m["qk_rope_head_dim"], quant)
+            lin += _linear_bytes(m["kv_lora_rank"], heads * (m["qk_nope_head_dim"] + m["v_head_dim"]) // tp_, quant)
+            lin += _linear_bytes(heads * m["v_head_dim"] // tp_, h, quant)
+            attn = lin + replicated
+            lin = 0.0
+            replicated = 0.0
+        else:
+            attn = (_linear_bytes(h, heads * hd // tp_, quant)
+                    + 2 * _linear_bytes(h, kv_rank * hd, quant)
+                    + _linear_bytes(heads * hd // tp_, h, quant))
+            if arch["qkv_bias"]:
+                sixteen_bit += (heads * hd // tp_ + 2 * kv_rank * hd) * 2
+        mats = 3 if arch["gated_mlp"] else 2
+
+        def mlp(inter):
+            shard = inter // tp_
+            return (mats - 1) * _linear_bytes(h, shard, quant) + _linear_bytes(shard, h, quant)
+
+        moe_layers = arch["moe_layers"] if arch["num_experts"] else 0
+        dense_layers = layers - moe_layers
+        total = layers * attn + dense_layers * mlp(arch["intermediate_size"] or 0)
+        if moe_layers:
+            e = arch["num_experts"]
+            per_moe_layer = e * mlp(arch["moe_intermediate_size"])
+            if arch["shared_expert_intermediate_size"]:
+                per_moe_layer += mlp(arch["shared_expert_intermediate_size"])
+                replicated += h * 2 * moe_layers  # Qwen2-MoE shared_expert_gate (hidden x 1)
+            total += moe_layers * per_moe_layer
+            replicated += moe_layers * h * e * 2  # router stays 16-bit and replicated
+        total += layers * sixteen_bit
+        # Norms stay 16-bit and are replicated: two per layer plus the final one (+ q/k norms).
+        replicated += (2 * layers + 1) * h * 2
+        if arch["qk_norm"]:
+            replicated += layers * 2 * hd * 2
+        vocab = int(math.ceil(arch["vocab_size"] / float(VOCAB_PADDING * tp_)) * VOCAB_PADDING * tp_)
+        embed = vocab * h * 2 / tp_  # weight-only quantization keeps embeddings 16-bit
+        lm_head = 0 if arch["tie_word_embeddings"] else embed
+        vision = arch["vision_params"] * 2 / tp_
+        return total + replicated + embed + lm_head + vision
+
+    # The rotary cos/sin cache is a buffer of max_position x rotary_dim in the model dtype
+    # (Llama-3.1-8B: 16.06e9 B of weights + 32 MiB = the 14.99 GiB vLLM reports).
+    buffers = (arch["max_position_embeddings"] or 0) * arch["rotary_dim"] * 2
+    return {"checkpoint_total": per_rank(1), "checkpoint_per_gpu": per_rank(tp), "buffers_per_gpu": buffers}
+
+
+def count_parameters(arch):
+    """Parameter count of the 16-bit model (for reporting)."""
+    return weight_bytes(arch, {"method": "none"}, 1)["checkpoint_total"] / 2.0
+
+
+def kv_cache_bytes_per_token(arch, kv_cache_dtype, tp):
+    """KV bytes per token for the replica and per GPU.
+
+    2 (K and V) x layers x kv_heads x head_dim x dtype bytes; each GPU holds kv_heads/tp heads
+    (at least one, since vLLM replicates heads when tp > kv_heads). MLA (DeepSeek) stores one
+    latent of kv_lora_rank + rope dims per layer, replicated on every GPU.
+    """
+    dtype_bytes = 1 if kv_cache_dtype == "fp8" else 2
+    layers = arch["num_hidden_layers"]
+    if arch["mla"]:
+        per = layers * (arch["mla"]["kv_lora_rank"] + arch["mla"]["qk_rope_head_dim"]) * dtype_bytes
+        return per, per
+    kv = arch["num_key_value_heads"]
+    replica = 2 * layers * kv * arch["head_dim"] * dtype_bytes
+    per_gpu = 2 * layers * max(1, kv // tp) * arch["head_dim"] * dtype_bytes
+    return replica, per_gpu
+
+
+# --------------------------------------------------------------------------------------
+# GPU memory
+# --------------------------------------------------------------------------------------
+
+def _normalise(name):
+    text = str(name).strip().lower()
+    text = re.sub(r"^nvidia[\s_-]*", "", text)
+    return re.sub(r"[\s_]+", "-", text)
+
+
+def valid_gpu_models():
+    names = sorted(GPU_MEMORY_GIB)
+    profiles = sorted({p for table in MIG_PROFILE_MEMORY_GIB.values() for p in table})
+    return names, profiles
+
+
+def _parent_of(text):
+    for pattern, key in _GPU_PATTERNS:
+        if re.search(pattern, text):
+            return key
+    return None
+
+
+def resolve_gpu(gpu_model=None, gpu_memory_gib=None):
+    """Usable GiB of one GPU or MIG instance, as vLLM's gpu_memory_utilization sees it."""
+    if gpu_memory_gib is not None:
+        if isinstance(gpu_memory_gib, bool) or not isinstance(gpu_memory_gib, (int, float)) or gpu_memory_gib <= 0:
+            raise SizingError("gpu_memory_gib", "gpu_memory_gib must be a positive number, got %r"
+                              % (gpu_memory_gib,))
+        return {"name": "custom", "usable_gib": float(gpu_memory_gib), "mig": False,
+                "confirmed": True, "source": "gpu_memory_gib option", "warnings": []}
+    if not gpu_model:
+        raise SizingError("gpu_model", "one of gpu_model or gpu_memory_gib is required")
+    text = _normalise(gpu_model)
+    names, profiles = valid_gpu_models()
+    mig = _MIG_RE.search(text)
+    if mig:
+        profile = mig.group(2).replace(".me", "+me") if mig.group(2).endswith(".me") else mig.group(2)
+        parent = _parent_of(text[:mig.start()] + text[mig.end():])
+        candidates = {p: t[profile] for p, t in MIG_PROFILE_MEMORY_GIB.items() if profile in t}
+        if not candidates:
+            raise SizingError("gpu_model", "unknown MIG profile %r in gpu_model %r; known profiles: %s"
+                              % (profile, gpu_model, ", ".join(profiles)))
+        warnings = []
+        if parent and parent in candidates:
+            chosen = parent
+        elif parent:
+            raise SizingError("gpu_model", "MIG profile %s does not exist on %s; it exists on %s"
+                              % (profile, parent, ", ".join(sorted(candidates))))
+        else:
+            # The same name means different memory on different GPUs: take the smallest.
+            chosen = min(candidates, key=lambda k: candidates[k])
+            if len(set(candidates.values())) > 1:
+                warnings.append("MIG profile %s exists on %s with different memory; assumed the "
+                                "smallest (%s). Name the GPU, e.g. 'H100-80GB %s'"
+                                % (profile, ", ".join(sorted(candidates)), chosen, profile))
+        confirmed = chosen in _MIG_CONFIRMED_PARENTS and not (chosen == "A100-80GB")
+        if not confirmed:
+            warnings.append("MIG memory of %s %s is UNCONFIRMED (derived, see sizing.py)" % (chosen, profile))
+        return {"name": "%s MIG %s" % (chosen, profile), "usable_gib": MIG_PROFILE_MEMORY_GIB[chosen][profile],
+                "mig": True, "mig_profile": profile, "parent": chosen, "confirmed": confirmed,
+                "source": "MIG_PROFILE_MEMORY_GIB (facts/mig-and-nvml.md)", "warnings": warnings}
+    key = _parent_of(text)
+    if key is None:
+        raise SizingError("gpu_model", "unknown gpu_model %r; valid GPUs: %s; or a MIG profile such as %s; "
+                          "or give gpu_memory_gib" % (gpu_model, ", ".join(names), ", ".join(profiles)))
+    entry = GPU_MEMORY_GIB[key]
+    warnings = [] if entry["confirmed"] else [
+        "usable memory of %s (%.2f GiB) is UNCONFIRMED: %s" % (key, entry["gib"], entry["source"])]
+    return {"name": key, "usable_gib": entry["gib"], "mig": False, "confirmed": entry["confirmed"],
+            "source": entry["source"], "warnings": warnings}
+
+
+# --------------------------------------------------------------------------------------
+# overheads
+# --------------------------------------------------------------------------------------
+
+def activation_gib(arch, version):
+    profile = ACTIVATION_PROFILES["current" if version >= ACTIVATION_CURRENT_SINCE else "legacy"]
+    value = profile["base_gib"] + profile["per_vocab_entry_gib"] * arch["vocab_size"]
+    if arch["num_experts"]:
+        value += profile["moe_extra_gib"]
+    return value
+
+
+def non_torch_gib(tp, version):
+    if tp == 1:
+        table = NON_TORCH_PROFILES["current" if version >= NON_TORCH_TP1_CURRENT_SINCE else "legacy"]
+    else:
+        table = NON_TORCH_PROFILES["current" if version >= NON_TORCH_TPN_CURRENT_SINCE else "legacy"]
+    return table[max(k for k in table if k <= tp)]
+
+
+# --------------------------------------------------------------------------------------
+# the estimate
+# --------------------------------------------------------------------------------------
+
+def _validate_tp(arch, tp):
+    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+        raise SizingError("tensor_parallel_size", "tensor_parallel_size must be a positive integer, got %r" % (tp,))
+    heads = arch["num_attention_heads"]
+    if heads % tp:
+        valid = [d for d in range(1, heads + 1) if heads % d == 0 and d <= 16]
+        raise SizingError("tensor_parallel_size",
+                          "tensor_parallel_size %d does not divide num_attention_heads %d; valid: %s"
+                          % (tp, heads, ", ".join(str(v) for v in valid)))
+    kv = arch["num_key_value_heads"]
+    if (kv >= tp and kv % tp) or (kv < tp and tp % kv):
+        raise SizingError("tensor_parallel_size",
+                          "tensor_parallel_size %d and num_key_value_heads %d: one must divide the other"
+                          % (tp, kv))
+    # llm-d-planner saw vLLM reject Qwen3-14B at TP5 (vocab 151936 not divisible by 5).
+    if arch["vocab_size"] % tp:
+        raise SizingError("tensor_parallel_size",
+                          "tensor_parallel_size %d does not divide vocab_size %d, which vLLM rejects"
+                          % (tp, arch["vocab_size"]))
+
+
+def _budget(usable, gmu, weights, activation, non_torch):
+    return gmu * usable - weights - activation - non_torch
+
+
+def _tokens(pool_gib, per_gpu_bytes):
+    if pool_gib <= 0:
+        return 0
+    blocks = int(pool_gib * GIB // (BLOCK_SIZE * per_gpu_bytes))
+    return blocks * BLOCK_SIZE
+
+
+def _gmu_ceiling(usable):
+    limit = (usable - CUDA_CONTEXT_GIB - RECOMMENDED_HEADROOM_GIB) / usable
+    return max(0.0, _round_down(min(MAX_RECOMMENDED_GPU_MEMORY_UTILIZATION, limit)))
+
+
+def estimate(model_config=None, model_path=None, quantization=None, group_size=128,
+             tensor_parallel_size=1, gpu_model=None, gpu_memory_gib=None,
+             gpu_memory_utilization=0.9, max_model_len=None, kv_cache_dtype="auto",
+             vllm_version=DEFAULT_VLLM_VERSION):
+    """Size one vLLM replica. Raises SizingError naming the bad field; never touches a GPU."""
+    if model_config is not None and model_path is not None:
+        raise SizingError("model_config", "give model_config or model_path, not both")
+    exact_size = exact_source = None
+    if model_path is not None:
+        model_config, exact_size, exact_source = read_model_path(model_path)
+        field = "model_path config.json"
+    elif model_config is not None:
+        field = "model_config"
+    else:
+        raise SizingError("model_config", "one of model_config or model_path is required")
+    arch = parse_model_config(model_config, field=field)
+    warnings = list(arch["warnings"])
+    version = parse_version(vllm_version)
+    if kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise SizingError("kv_cache_dtype", "kv_cache_dtype %r is not one of %s"
+                          % (kv_cache_dtype, ", ".join(KV_CACHE_DTYPES)))
+    if isinstance(gpu_memory_utilization, bool) or not isinstance(gpu_memory_utilization, (int, float)) \
+            or not 0 < gpu_memory_utilization <= 1:
+        raise SizingError("gpu_memory_utilization", "gpu_memory_utilization must be in (0, 1], got %r"
+                          % (gpu_memory_utilization,))
+    tp = tensor_parallel_size
+    _validate_tp(arch, tp)
+    quant, qwarn = resolve_quantization(quantization, group_size, arch)
+    warnings += qwarn
+    gpu = resolve_gpu(gpu_model, gpu_memory_gib)
+    warnings += gpu["warnings"]
+    if gpu["mig"] and tp > 1:
+        raise SizingError("tensor_parallel_size",
+                          "tensor_parallel_size %d on MIG %s: a MIG instance cannot join tensor "
+                          "parallelism (no NCCL peer access between instances); use 1" % (tp, gpu["mig_profile"]))
+
+    max_pos = arch["max_position_embeddings"]
+    if max_model_len is None:
+        if not max_pos:
+            raise SizingError("max_model_len", "max_model_len is required: the model config has no "
+                              "max_position_embeddings to derive it from")
+        max_model_len = max_pos
+    elif isinstance(max_model_len, bool) or not isinstance(max_model_len, int) or max_model_len < 1:
+        raise SizingError("max_model_len", "max_model_len must be a positive integer, got %r" % (max_model_len,))
+    elif max_pos and max_model_len > max_pos:
+        raise SizingError("max_model_len", "max_model_len %d is beyond the model's max_position_embeddings %d"
+                          % (max_model_len, max_pos))
+
+    wb = weight_bytes(arch, quant, tp)
+    weights_source = "architecture (config.json)"
+    # With a real checkpoint its exact size replaces our parameter count; the architecture
+    # still decides how it splits across GPUs (what is sharded, what is replicated).
+    ckpt_scale = 1.0
+    if exact_size:
+        if quant["runtime"]:
+            warnings.append("runtime fp8 quantizes after loading: the checkpoint's total_size is "
+                            "not what vLLM keeps, so weights come from the architecture")
+        else:
+            # vLLM loads float32 checkpoints as 16-bit.
+            halve = 0.5 if arch["torch_dtype"] == "float32" and quant["method"] == "none" else 1.0
+            ckpt_scale = exact_size * halve / wb["checkpoint_total"]
+            weights_source = exact_source
+    weights = (wb["checkpoint_per_gpu"] * ckpt_scale + wb["buffers_per_gpu"]) / GIB
+    weights_total = (wb["checkpoint_total"] * ckpt_scale + wb["buffers_per_gpu"] * tp) / GIB
+    activation = activation_gib(arch, version)
+    non_torch = non_torch_gib(tp, version)
+    usable = gpu["usable_gib"]
+    kv_replica, kv_per_gpu = kv_cache_bytes_per_token(arch, kv_cache_dtype, tp)
+
+    pool = _budget(usable, gpu_memory_utilization, weights, activation, non_torch)
+    tokens = _tokens(pool, kv_per_gpu)
+    context_ok = gpu_memory_utilization * usable + CUDA_CONTEXT_GIB <= usable
+
+    if weights > gpu_memory_utilization * usable:
+        fits = False
+        reason = ("weights need %.2f GiB per GPU but gpu_memory_utilization %.2f x %.2f GiB allows %.2f GiB"
+                  % (weights, gpu_memory_utilization, usable, gpu_memory_utilization * usable))
+    elif pool <= 0:
+        fits = False
+        reason = ("no memory left for the KV cache: %.2f GiB budget - %.2f weights - %.2f activation "
+                  "- %.2f non-torch = %.2f GiB" % (gpu_memory_utilization * usable, weights,
+                                                   activation, non_torch, pool))
+    elif tokens < max_model_len:
+        fits = False
+        reason = ("KV cache holds %d tokens (%.2f GiB per GPU), fewer than one request of "
+                  "max_model_len %d" % (tokens, pool, max_model_len))
+    elif not context_ok:
+        fits = False
+        reason = ("gpu_memory_utilization %.2f leaves %.2f GiB, less than the %.2f GiB CUDA context"
+                  % (gpu_memory_utilization, (1 - gpu_memory_utilization) * usable, CUDA_CONTEXT_GIB))
+    else:
+        fits = True
+        reason = ("fits: %.2f GiB weights + %.2f activation + %.2f non-torch + %.2f KV cache per GPU "
+                  "(%d tokens, %.2f requests of %d tokens)"
+                  % (weights, activation, non_torch, pool, tokens, tokens / float(max_model_len), max_model_len))
+
+    recommended = _recommend(arch, quant, gpu, tp, kv_cache_dtype, gpu_memory_utilization,
+                             max_model_len, weights, activation, non_torch, kv_per_gpu, version,
+                             ckpt_scale)
+
+    return {
+        "fits": fits,
+        "reason": reason,
+        "weights_gib_per_gpu": _round(weights),
+        "weights_gib_total": _round(weights_total),
+        "weights_source": weights_source,
+        "activation_gib_per_gpu": _round(activation),
+        "non_torch_gib_per_gpu": _round(non_torch),
+        "cuda_context_gib_per_gpu": CUDA_CONTEXT_GIB,
+        "kv_cache_gib_per_gpu": _round(pool),
+        "kv_cache_bytes_per_token": kv_replica,
+        "kv_cache_bytes_per_token_per_gpu": kv_per_gpu,
+        "kv_cache_tokens": tokens,
+        "max_model_len": max_model_len,
+        "max_concurrency": _round(tokens / float(max_model_len)),
+        "gpu": {k: v for k, v in gpu.items() if k != "warnings"},
+        "gpu_memory_gib": usable,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "tensor_parallel_size": tp,
+        "kv_cache_dtype": kv_cache_dtype,
+        "quantization": {k: quant[k] for k in ("method", "bits", "group_size", "source", "runtime")},
+        "model": {
+            "architecture": arch["architecture"],
+            "parameters_billion": _round(count_parameters(arch) / 1e9, 3),
+            "num_experts": arch["num_experts"],
+            "max_position_embeddings": max_pos,
+        },
+        "vllm_version": "%d.%d" % version,
+        "recommended": recommended,
+        "warnings": warnings,
+    }
+
+
+def _recommend(arch, quant, gpu, tp, kv_dtype, gmu, max_model_len, weights, activation,
+               non_torch, kv_per_gpu, version, ckpt_scale):
+    """vLLM flags that fit: keep what fits, otherwise shrink max_model_len or suggest more GPUs."""
+    usable = gpu["usable_gib"]
+    ceiling = _gmu_ceiling(usable)
+    need_tokens = int(math.ceil(max_model_len / float(BLOCK_SIZE))) * BLOCK_SIZE
+    need_gib = need_tokens * kv_per_gpu / float(GIB)
+    # the smallest utilization that holds one full-length request (+ one block of slack)
+    min_gmu = _round_up((weights + activation + non_torch + need_gib + BLOCK_SIZE * kv_per_gpu / float(GIB))
+                        / usable)
+    rec = {"tensor_parallel_size": tp, "kv_cache_dtype": kv_dtype}
+    if min_gmu <= ceiling:
+        rec["gpu_memory_utilization"] = min(max(gmu, min_gmu), ceiling)
+        rec["max_model_len"] = max_model_len
+    else:
+        rec["gpu_memory_utilization"] = ceiling
+        tokens = _tokens(_budget(usable, ceiling, weights, activation, non_torch) - BLOCK_SIZE * kv_per_gpu / float(GIB),
+                         kv_per_gpu)
+        step = 256 if tokens >= 256 else BLOCK_SIZE
+        length = min(max_model_len, (tokens // step) * step)
+        rec["max_model_len"] = length if length >= BLOCK_SIZE else None
+    rec["gpu_memory_utilization"] = _round(rec["gpu_memory_utilization"])
+    rec["fits"] = rec["max_model_len"] is not None
+    if rec["max_model_len"] is not None and rec["max_model_len"] < max_model_len:
+        rec["note"] = "max_model_len lowered from %d to fit the KV cache" % max_model_len
+    elif rec["max_model_len"] is None:
+        rec["note"] = "does not fit on one %s at any gpu_memory_utilization up to %.2f" % (gpu["name"], ceiling)
+    # a larger TP that would fit the requested length (whole GPUs only)
+    rec["min_tensor_parallel_size"] = None
+    if not gpu["mig"]:
+        for cand in (1, 2, 4, 8, 16):
+            try:
+                _validate_tp(arch, cand)
+            except SizingError:
+                continue
+            wb = weight_bytes(arch, quant, cand)
+            w = (wb["checkpoint_per_gpu"] * ckpt_scale + wb["buffers_per_gpu"]) / GIB
+            kv = kv_cache_bytes_per_token(arch, kv_dtype, cand)[1]
+            pool = _budget(usable, ceiling, w, activation_gib(arch, version), non_torch_gib(cand, version))
+            if _tokens(pool, kv) >= need_tokens + BLOCK_SIZE:
+                rec["min_tensor_parallel_size"] = cand
+                break
+    args = ["--tensor-parallel-size", str(tp),
+            "--gpu-memory-utilization", "%.2f" % rec["gpu_memory_utilization"]]
+    if rec["max_model_len"] is not None:
+        args += ["--max-model-len", str(rec["max_model_len"])]
+    if kv_dtype == "fp8":
+        args += ["--kv-cache-dtype", "fp8"]
+    # Pre-quantized AWQ/GPTQ checkpoints are auto-detected (and get Marlin); passing
+    # --quantization awq would force the slow kernel (facts/llm-serving.md part B).
+    rec["quantization"] = "fp8" if quant["runtime"] else None
+    if quant["runtime"]:
+        args += ["--quantization", "fp8"]
+    rec["args"] = args
+    return rec
