@@ -1,0 +1,182 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 gpuops.llm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""keda (manifests) + autoscaling roles against the testbed's real API server.
+
+The ScaledObject CRD here is the collection's minimal one (roles/keda), unless KEDA's own CRD is
+already installed on the testbed, in which case the keda role leaves it alone and the real schema
+validates what we write. Expected values come from shared/facts/llm-serving.md (part C).
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+import uuid
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+pytestmark = pytest.mark.integration
+
+BIN = pathlib.Path(sys.executable).parent
+SERVED = "meta-llama/Llama-3.1-8B-Instruct"
+PROM = "http://prometheus-operated.monitoring.svc:9090"
+
+PLAYBOOK = """
+- name: KEDA CRD and the models' ScaledObjects
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Install the ScaledObject CRD
+      ansible.builtin.include_role:
+        name: gpuops.llm.keda
+      vars:
+        keda_install_method: manifests
+    - name: Autoscale the models
+      ansible.builtin.include_role:
+        name: gpuops.llm.autoscaling
+"""
+
+
+@pytest.fixture
+def namespace(testbed):
+    v1 = client.CoreV1Api(testbed.api)
+    name = "as-%s" % uuid.uuid4().hex[:8]
+    v1.create_namespace({"metadata": {"name": name}})
+    yield name
+    v1.delete_namespace(name)
+
+
+def gpu_deployment(name, resources):
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.32.0",
+                                                           "resources": {"limits": resources}}]}}}}
+
+
+def run(testbed, tmp_path, namespace, check=False):
+    play = tmp_path / "play.yml"
+    play.write_text(PLAYBOOK)
+    extra = {"ansible_python_interpreter": sys.executable,
+             "autoscaling_namespace": namespace, "autoscaling_prometheus_url": PROM,
+             "autoscaling_models": [
+                 {"name": "llama3-8b", "served_model_name": SERVED, "min_replicas": 1, "max_replicas": 4},
+                 {"name": "qwen-mig", "served_model_name": "Qwen/Qwen2.5-7B-Instruct", "scale_to_zero": True,
+                  "wake_query": "sum(rate(vllm:num_incoming_requests_total[1m]))"}]}
+    env = testbed.env()
+    env.update(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))
+    cmd = [str(BIN / "ansible-playbook"), "-i", "localhost,", str(play), "-e", json.dumps(extra)]
+    if check:
+        cmd.append("--check")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        pytest.fail("ansible-playbook printed no JSON: %s %s" % (proc.stdout[-2000:], proc.stderr[-2000:]))
+    return proc.returncode, data
+
+
+def changed(data):
+    return data["stats"]["localhost"]["changed"]
+
+
+def task_result(data, name):
+    for task in data["plays"][0]["tasks"]:
+        if task["task"]["name"].split(" : ")[-1] == name:
+            return task["hosts"]["localhost"]
+    return None
+
+
+def our_writes(testbed, marker, namespace):
+    return [w for w in testbed.audit_writes(marker)
+            if w["namespace"] == namespace
+            or (w["resource"] == "customresourcedefinitions" and w["name"] == "scaledobjects.keda.sh")]
+
+
+def test_crd_missing_is_a_clear_error(testbed, namespace, tmp_path):
+    """Without the CRD the module says to install KEDA (skipped when some CRD is installed)."""
+    ext = client.ApiextensionsV1Api(testbed.api)
+    try:
+        ext.read_custom_resource_definition("scaledobjects.keda.sh")
+        pytest.skip("the ScaledObject CRD is installed on this testbed; the message is unit-tested")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    play = tmp_path / "play.yml"
+    play.write_text(PLAYBOOK.split("    - name: Install the ScaledObject CRD")[0]
+                    + "    - name: Autoscale the models\n      ansible.builtin.include_role:\n"
+                      "        name: gpuops.llm.autoscaling\n")
+    env = testbed.env()
+    env.update(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
+    extra = {"ansible_python_interpreter": sys.executable, "autoscaling_namespace": namespace,
+             "autoscaling_models": [{"name": "m", "served_model_name": "x"}]}
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(play), "-e", json.dumps(extra)],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode != 0
+    assert "scaledobjects.keda.sh" in proc.stdout and "install KEDA" in proc.stdout
+
+
+def test_autoscaling_role_on_the_testbed(testbed, namespace, tmp_path):
+    apps = client.AppsV1Api(testbed.api)
+    apps.create_namespaced_deployment(namespace, gpu_deployment("llama3-8b", {"nvidia.com/gpu": "1"}))
+    apps.create_namespaced_deployment(namespace, gpu_deployment("qwen-mig", {"nvidia.com/mig-3g.71gb": "1"}))
+
+    # Check mode first: predicts the changes and writes nothing in the namespace.
+    marker = testbed.audit_marker()
+    rc, data = run(testbed, tmp_path, namespace, check=True)
+    assert rc == 0, data.get("stats")
+    predicted = task_result(data, "Apply the KEDA ScaledObjects of the models")
+    assert predicted is not None and sorted(predicted["created"]) == sorted(
+        ["%s/llama3-8b" % namespace, "%s/qwen-mig" % namespace])
+    assert [w for w in testbed.audit_writes(marker) if w["namespace"] == namespace] == []
+
+    rc, data = run(testbed, tmp_path, namespace)
+    assert rc == 0, data.get("stats")
+    assert changed(data) >= 1
+
+    custom = client.CustomObjectsApi(testbed.api)
+    llama = custom.get_namespaced_custom_object("keda.sh", "v1alpha1", namespace, "scaledobjects", "llama3-8b")
+    spec = llama["spec"]
+    assert spec["scaleTargetRef"]["name"] == "llama3-8b"
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (1, 4)
+    assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] > 0
+    triggers = {t["name"]: t for t in spec["triggers"]}
+    queue = triggers["queue-depth"]["metadata"]
+    assert queue["query"] == 'sum(vllm:num_requests_waiting{model_name="%s"})' % SERVED
+    assert queue["threshold"] == "5" and queue["serverAddress"] == PROM
+    assert "DCGM_FI_DEV_GPU_UTIL" in triggers["gpu-activity"]["metadata"]["query"]
+    assert all("metricName" not in t["metadata"] for t in spec["triggers"])
+
+    qwen = custom.get_namespaced_custom_object("keda.sh", "v1alpha1", namespace, "scaledobjects", "qwen-mig")
+    qtriggers = {t["name"]: t for t in qwen["spec"]["triggers"]}
+    # MIG detected from the nvidia.com/mig-* request: DCGM_FI_DEV_GPU_UTIL is absent on MIG.
+    assert "DCGM_FI_PROF_GR_ENGINE_ACTIVE" in qtriggers["gpu-activity"]["metadata"]["query"]
+    assert qwen["spec"]["minReplicaCount"] == 0 and "activationThreshold" in qtriggers["queue-depth"]["metadata"]
+    assert "wake" in qtriggers
+
+    # Rerun: nothing changes and nothing is written.
+    marker = testbed.audit_marker()
+    rc, data = run(testbed, tmp_path, namespace)
+    assert rc == 0 and changed(data) == 0, data.get("stats")
+    assert our_writes(testbed, marker, namespace) == []
+
+    # A CPU HPA on the GPU Deployment: the role fails naming it, and writes nothing.
+    autoscaling = client.AutoscalingV2Api(testbed.api)
+    autoscaling.create_namespaced_horizontal_pod_autoscaler(namespace, {
+        "metadata": {"name": "llama-cpu"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llama3-8b"},
+                 "minReplicas": 1, "maxReplicas": 3,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                     "type": "Utilization", "averageUtilization": 70}}}]}})
+    marker = testbed.audit_marker()
+    rc, data = run(testbed, tmp_path, namespace)
+    assert rc != 0
+    failed = task_result(data, "Apply the KEDA ScaledObjects of the models")
+    assert failed is not None and failed.get("failed")
+    assert "%s/llama-cpu" % namespace in failed["msg"] and "cpu" in failed["msg"]
+    assert [w for w in our_writes(testbed, marker, namespace) if w["resource"] == "scaledobjects"] == []
