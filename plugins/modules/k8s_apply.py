@@ -14,7 +14,7 @@ description:
     calls on a rerun (M(kubernetes.core.k8s) sends one PATCH per object per run).
   - O(state=absent) deletes the objects that exist.
 author:
-  - gpuops.llm contributors
+  - gpuops.llm contributors (@gpuops)
 extends_documentation_fragment:
   - gpuops.llm.k8s_auth
 attributes:

@@ -23,7 +23,7 @@ description:
   - Applies with server-side apply (field manager C(gpuops.llm)) and compares only the fields it owns, so a rerun
     sends no write request.
 author:
-  - gpuops.llm contributors
+  - gpuops.llm contributors (@gpuops)
 extends_documentation_fragment:
   - gpuops.llm.k8s_auth
 attributes:

@@ -79,3 +79,24 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.5, what: str = 
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def run_playbook(testbed: TestbedHandle, playbook, *args: str, check: bool = False, timeout: int = 600):
+    """ansible-playbook -i inventories/testbed; returns (rc, stdout, recap {host: {ok, changed, failed...}})."""
+    import re
+    import subprocess
+
+    env = testbed.env()
+    env["ANSIBLE_COLLECTIONS_PATH"] = os.environ.get("ANSIBLE_COLLECTIONS_PATH", "")
+    env["ANSIBLE_ROLES_PATH"] = str(ROOT / "roles")
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    cmd = [str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i", str(ROOT / "inventories" / "testbed"),
+           str(playbook), *args] + (["--check"] if check else [])
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd=str(ROOT))
+    recap = {}
+    for m in re.finditer(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)"
+                         r"\s+rescued=(\d+)\s+ignored=(\d+)", proc.stdout, re.M):
+        recap[m.group(1)] = dict(zip(("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored"),
+                                     map(int, m.groups()[1:])))
+    return proc.returncode, proc.stdout + proc.stderr, recap
