@@ -1,0 +1,165 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 gpuops.llm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""vllm_service on the testbed: a real apiserver accepts every manifest, the real scheduler places
+the pods on GPU nodes, a rerun changes nothing, and every refusal happens before any write."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pathlib
+import re
+import subprocess
+import uuid
+
+import pytest
+import yaml
+from kubernetes import client, utils
+
+from conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+HERE = pathlib.Path(__file__).resolve().parent
+VENV_BIN = ROOT / ".venv" / "bin"
+POOL_LABEL = "gpuops.llm/testbed-pool"  # testbed/testbed.py: the testbed labels nodes by pool
+TOKEN = "hf_INTEGRATIONSECRET0123456789abcdef"
+
+# A 0.5B-class model (Qwen2.5-0.5B shape): small enough for any testbed GPU.
+SMALL = {"model_type": "qwen2", "hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
+         "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936, "tie_word_embeddings": True,
+         "torch_dtype": "bfloat16", "max_position_embeddings": 32768}
+# Llama-3-70B shape (facts/llm-serving.md part D): 16-bit weights alone are ~131 GiB.
+BIG = {"model_type": "llama", "hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64,
+       "num_key_value_heads": 8, "intermediate_size": 28672, "vocab_size": 128256, "tie_word_embeddings": False,
+       "torch_dtype": "bfloat16", "max_position_embeddings": 8192}
+
+
+@pytest.fixture(scope="module")
+def gpu_plugins(testbed):
+    """Device plugin + GFD stand-ins (as tests/integration/test_testbed.py does), so GPUs are advertised."""
+    with open(HERE / "manifests" / "device-plugin-standin.yml", encoding="utf-8") as f:
+        docs = yaml.safe_load(f)["items"]
+    for d in docs:
+        try:
+            utils.create_from_dict(testbed.api, d)
+        except utils.FailToCreateError as e:
+            if not all(x.status == 409 for x in e.api_exceptions):
+                raise
+    v1 = client.CoreV1Api(testbed.api)
+    wait_for(lambda: v1.read_node("inf-a100-0").status.allocatable.get("nvidia.com/gpu") == "1",
+             timeout=90, what="inf-a100-0 to advertise nvidia.com/gpu")
+    yield
+
+
+@pytest.fixture
+def namespace(testbed):
+    v1 = client.CoreV1Api(testbed.api)
+    name = f"t-mdl-{uuid.uuid4().hex[:8]}"
+    yield name
+    try:
+        v1.delete_namespace(name)
+    except client.exceptions.ApiException as e:
+        if e.status != 404:
+            raise
+
+
+def run_role(testbed, tmp_path, role_vars, check=False):
+    """ansible-playbook with vllm_service; returns (rc, output, recap counts)."""
+    play = [{"name": "vllm_service on the testbed", "hosts": "localhost", "connection": "local", "gather_facts": False,
+             "vars": dict(role_vars, ansible_python_interpreter=str(VENV_BIN / "python")),
+             "roles": [{"role": "vllm_service"}]}]
+    path = tmp_path / f"play-{uuid.uuid4().hex[:6]}.yml"
+    path.write_text(yaml.safe_dump(play, sort_keys=False))
+    collections = subprocess.run([str(VENV_BIN / "python"), str(ROOT / "scripts" / "collection_path.py")],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    env = dict(testbed.env(), ANSIBLE_COLLECTIONS_PATH=collections, ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
+               ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_DEPRECATION_WARNINGS="0")
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-v", str(path)] + (["--check"] if check else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    out = proc.stdout + proc.stderr
+    m = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out)
+    recap = dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m.groups()))) if m else {}
+    return proc.returncode, out, recap
+
+
+def model(name, config, gpu_model, **kw):
+    return dict({"name": name, "model": "example/" + name, "config": config, "gpu_model": gpu_model,
+                 "max_model_len": 4096}, **kw)
+
+
+def base_vars(namespace, models):
+    return {"vllm_service_namespace": namespace, "vllm_service_models": models,
+            # The testbed labels pools with its own key; node_pool's workload-class is not set here.
+            "vllm_service_node_selector": {POOL_LABEL: "llm-inference"},
+            "vllm_service_metrics": "auto"}
+
+
+def test_service_deployed_scheduled_and_idempotent(testbed, gpu_plugins, namespace, tmp_path):
+    v1, apps = client.CoreV1Api(testbed.api), client.AppsV1Api(testbed.api)
+    v1.create_namespace({"metadata": {"name": namespace}})
+    v1.create_namespaced_secret(namespace, {"metadata": {"name": "hf-token"}, "stringData": {"token": TOKEN}})
+    varz = base_vars(namespace, [model("small-llm", SMALL, "NVIDIA A100-SXM4-80GB", replicas=2,
+                                       hf_token_secret="hf-token")])
+    rc, out, recap = run_role(testbed, tmp_path, varz)
+    assert rc == 0, out[-6000:]
+    assert recap["changed"] >= 1
+    # the token never shows, in clear or base64, even at -v
+    assert TOKEN not in out and base64.b64encode(TOKEN.encode()).decode() not in out
+
+    dep = apps.read_namespaced_deployment("small-llm", namespace)
+    assert dep.spec.template.spec.containers[0].env[-1].value_from.secret_key_ref.name == "hf-token"
+    for read in (v1.read_namespaced_service, client.PolicyV1Api(testbed.api).read_namespaced_pod_disruption_budget,
+                 client.NetworkingV1Api(testbed.api).read_namespaced_network_policy):
+        assert read("small-llm", namespace).metadata.labels["app.kubernetes.io/instance"] == "small-llm"
+
+    def running():
+        pods = v1.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/instance=small-llm").items
+        up = [p for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
+        return up if len(up) == 2 else None
+
+    pods = wait_for(running, timeout=120, what="2 vLLM pods scheduled and Running")
+    for p in pods:
+        node = v1.read_node(p.spec.node_name)
+        assert node.metadata.labels[POOL_LABEL] == "llm-inference"
+        assert int(node.status.allocatable.get("nvidia.com/gpu", "0")) >= 1, p.spec.node_name
+    assert len({p.spec.node_name for p in pods}) == 2, "one GPU per node: two replicas need two nodes"
+
+    # check mode predicts no change, and a real rerun changes nothing
+    rc, out, recap = run_role(testbed, tmp_path, varz, check=True)
+    assert rc == 0 and recap["changed"] == 0, out[-4000:]
+    marker = testbed.audit_marker()
+    rc, out, recap = run_role(testbed, tmp_path, varz)
+    assert rc == 0 and recap["changed"] == 0, out[-4000:]
+    writes = [w for w in testbed.audit_writes(marker) if w["namespace"] == namespace]
+    # kubernetes.core's server-side apply always PATCHes (no-op patches); nothing else is written.
+    assert {w["verb"] for w in writes} <= {"patch"}, writes
+
+
+@pytest.mark.parametrize("case", ["too_big", "missing_secret", "unadvertised_mig"])
+def test_refusals_write_nothing(testbed, gpu_plugins, namespace, tmp_path, case):
+    if case == "too_big":
+        models = [model("ok-llm", SMALL, "NVIDIA A100-SXM4-80GB"),
+                  model("big-llm", BIG, "NVIDIA L4", max_model_len=8192)]
+        expect = "big-llm does not fit"
+    elif case == "missing_secret":
+        models = [model("ok-llm", SMALL, "NVIDIA A100-SXM4-80GB", hf_token_secret="no-such-secret")]
+        expect = "no-such-secret does not exist"
+    else:
+        # no node advertises this profile (the testbed's MIG GPUs are not partitioned this way)
+        models = [model("mig-llm", SMALL, "H100-80GB", mig_profile="7g.80gb",
+                        node_selector={POOL_LABEL: "llm-inference-mig"})]
+        expect = "nvidia.com/mig-7g.80gb"
+    marker = testbed.audit_marker()
+    rc, out, recap = run_role(testbed, tmp_path, base_vars(namespace, models))
+    assert rc != 0 and recap.get("failed") == 1, out[-4000:]
+    assert expect in out, out[-4000:]
+    # other sessions may use the testbed at the same time: count what touches this namespace
+    ours = [w for w in testbed.audit_writes(marker)
+            if w["namespace"] == namespace or (w["resource"] == "namespaces" and w["name"] == namespace)]
+    assert ours == [], "a refused run must not write"
+    with pytest.raises(client.exceptions.ApiException) as e:
+        client.CoreV1Api(testbed.api).read_namespace(namespace)
+    assert e.value.status == 404
