@@ -25,6 +25,7 @@ attributes:
     description: Reports what would be cordoned and evicted; sends no write request.
   diff_mode:
     support: none
+    description: Reports actions and the node's state before, not a diff.
 options:
   node:
     description: Name of the Kubernetes node.

@@ -29,13 +29,13 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Check mode reads the cluster, runs every check and predicts the same change, and writes nothing.
+    description: Check mode reads the cluster, runs every check and predicts the same change, and writes nothing.
   diff_mode:
     support: full
-    details: The diff holds every changed ScaledObject before and after, keyed by C(namespace/name).
+    description: The diff holds every changed ScaledObject before and after, keyed by C(namespace/name).
   idempotent:
     support: full
-    details: A second run with the same models reports no change and sends no write request.
+    description: A second run with the same models reports no change and sends no write request.
 options:
   models:
     description:

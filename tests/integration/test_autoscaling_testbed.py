@@ -108,7 +108,7 @@ def test_crd_missing_is_a_clear_error(testbed, namespace, tmp_path):
         if exc.status != 404:
             raise
     play = tmp_path / "play.yml"
-    play.write_text(PLAYBOOK.split("    - name: Install the ScaledObject CRD")[0]
+    play.write_text(PLAYBOOK.split("    - name: Install the ScaledObject CRD", maxsplit=1)[0]
                     + "    - name: Autoscale the models\n      ansible.builtin.include_role:\n"
                       "        name: gpuops.llm.autoscaling\n")
     env = testbed.env()

@@ -103,11 +103,12 @@ def test_addons_on_gpu_nodes_only_and_idempotent(testbed, nodes, tmp_path):
         assert ds.status.desired_number_scheduled >= 2, (name, ds.status)  # at least our two GPU nodes
 
     for ns, app in ((DP_NS, "nvidia-device-plugin"), (DP_NS, "gpu-feature-discovery"), (DE_NS, "dcgm-exporter")):
-        placed = wait_for(
-            lambda: (lambda m: m if {nodes["gpu"], nodes["gpu-operator"]} <= set(m)
-                     and all(m[n].status.phase == "Running" for n in (nodes["gpu"], nodes["gpu-operator"])) else None)(
-                pods_by_node(v1, ns, app)),
-            timeout=90, what=f"{app} Running on both test GPU nodes")
+        def running_on_both(ns=ns, app=app):
+            m = pods_by_node(v1, ns, app)
+            both = (nodes["gpu"], nodes["gpu-operator"])
+            return m if set(both) <= set(m) and all(m[n].status.phase == "Running" for n in both) else None
+
+        placed = wait_for(running_on_both, timeout=90, what=f"{app} Running on both test GPU nodes")
         assert nodes["paused"] not in placed, f"{app} scheduled on the paused node"
         assert nodes["cpu"] not in placed, f"{app} scheduled on a CPU node"
         # And across the whole cluster: only GPU-labelled, unpaused nodes.
@@ -149,7 +150,7 @@ def test_servicemonitor_switch_follows_crd(testbed, tmp_path):
         if e.status != 404:
             raise
     pb = tmp_path / "dcgm.yml"
-    pb.write_text(PLAYBOOK.split("    - role: gpuops.llm.device_plugin")[0]
+    pb.write_text(PLAYBOOK.split("    - role: gpuops.llm.device_plugin", maxsplit=1)[0]
                   + "    - role: gpuops.llm.dcgm_exporter\n      vars:\n        dcgm_exporter_wait: false\n")
     run_playbook(testbed, pb)
     svc = client.CoreV1Api(testbed.api).read_namespaced_service("dcgm-exporter", DE_NS)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import pathlib
 import uuid
 
 import pytest
@@ -159,3 +158,21 @@ def test_pdb_blocking_eviction_stops_cleanly_and_restores_the_node(testbed, week
     assert not node.spec.unschedulable
     assert (node.metadata.labels or {}).get("gpuops.llm/device-plugin.paused") is None
     wait_for(lambda: _mig_alloc(v1, NODE) == before, timeout=60, what="the node's MIG resources back")
+
+
+def test_gpu_capacity_passes_then_names_a_node_whose_plugin_is_paused(testbed, week1):
+    v1 = client.CoreV1Api(testbed.api)
+    book = ROOT / "tests" / "integration" / "playbooks" / "gpu_capacity.yml"
+    rc, out, _recap = run_playbook(testbed, book)
+    assert rc == 0, out[-3000:]
+    v1.patch_node("inf-l4-0", {"metadata": {"labels": {"gpuops.llm/device-plugin.paused": "true"}}})
+    try:
+        wait_for(lambda: "nvidia.com/gpu" not in (v1.read_node("inf-l4-0").status.allocatable or {}),
+                 timeout=60, what="the paused node to drop its GPUs")
+        rc, out, _recap = run_playbook(testbed, book, "-e", "capacity_wait=true")
+        assert rc != 0
+        assert "GPU capacity missing on 1 node(s): inf-l4-0" in out
+    finally:
+        v1.patch_node("inf-l4-0", {"metadata": {"labels": {"gpuops.llm/device-plugin.paused": None}}})
+    wait_for(lambda: (v1.read_node("inf-l4-0").status.allocatable or {}).get("nvidia.com/gpu") == "1",
+             timeout=60, what="the GPU back on inf-l4-0")

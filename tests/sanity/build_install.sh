@@ -13,7 +13,8 @@ if tar -tzf "$tarball" | grep -E '(^|/)(\.venv|\.git|__pycache__|tests/output)/'
   echo "FAIL: build artefacts or caches inside the tarball"; exit 1
 fi
 # kubernetes.core is not on a reachable Galaxy here; it comes with the `ansible` package.
-ansible-galaxy collection install --no-deps -p "$tmp/coll" "$tarball" >/dev/null
+# Install into an empty path only (the dev symlink on ANSIBLE_COLLECTIONS_PATH would satisfy it).
+ANSIBLE_COLLECTIONS_PATH=$tmp/coll ansible-galaxy collection install --force --no-deps -p "$tmp/coll" "$tarball" >/dev/null
 listed=$(ANSIBLE_COLLECTIONS_PATH=$tmp/coll ansible-galaxy collection list gpuops.llm -p "$tmp/coll" 2>/dev/null | awk '$1=="gpuops.llm"{print $2}')
 [[ $listed == "$version" ]] || { echo "FAIL: installed version '$listed' != $version"; exit 1; }
 want=$(ls plugins/modules/*.py 2>/dev/null | grep -v __init__ | wc -l)

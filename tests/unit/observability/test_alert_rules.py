@@ -66,7 +66,7 @@ def role_defaults() -> dict:
     """defaults/main.yml, with any "{{ var }}" values resolved the way Ansible would."""
     data = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text(encoding="utf-8"))
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    for _ in range(5):
+    for _unused in range(5):
         unresolved = {k: v for k, v in data.items() if isinstance(v, str) and "{{" in v}
         if not unresolved:
             break
@@ -342,7 +342,7 @@ def dashboard_queries(dashboard: dict) -> list[tuple[str, str]]:
 
 def check_exprs_parse(promtool: str, tmp_path: pathlib.Path, queries: list[tuple[str, str]]):
     rules = [{"record": f"dashboard:query_{i}", "expr": substitute_grafana_variables(expr)}
-             for i, (_, expr) in enumerate(queries)]
+             for i, (_unused, expr) in enumerate(queries)]
     (tmp_path / "dashboard-queries.yml").write_text(
         yaml.safe_dump({"groups": [{"name": "dashboard-queries", "rules": rules}]}), encoding="utf-8")
     return run([promtool, "check", "rules", "dashboard-queries.yml"], tmp_path)
@@ -382,13 +382,13 @@ def test_dashboard_structure_and_datasource(path):
         for target in panel.get("targets", []):
             # Every query goes to the selected Prometheus, never to a hard-coded datasource uid.
             assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
-    for query in (e for _, e in dashboard_queries(dashboard)):
+    for query in (e for _unused, e in dashboard_queries(dashboard)):
         assert not re.search(r"\bvllm_", query), query
         assert "gpu_cache_usage_perc" not in query, query
 
 
 def test_dashboards_cover_what_the_issue_asks_for():
-    exprs = [e for p in dashboard_files() for _, e in dashboard_queries(json.loads(p.read_text(encoding="utf-8")))]
+    exprs = [e for p in dashboard_files() for _unused, e in dashboard_queries(json.loads(p.read_text(encoding="utf-8")))]
     joined = "\n".join(exprs)
     # MIG-aware utilisation: one query with GPU_UTIL and the GR_ENGINE_ACTIVE fallback.
     assert any("DCGM_FI_DEV_GPU_UTIL" in e and "DCGM_FI_PROF_GR_ENGINE_ACTIVE" in e and " or " in e for e in exprs)

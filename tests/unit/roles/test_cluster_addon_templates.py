@@ -132,8 +132,8 @@ def _playbook(out: pathlib.Path) -> list:
     for name, variables in DE_SCENARIOS.items():
         tasks.append(_render_task("dcgm_exporter", "render", name, variables))
         tasks.append(_keep(f"de-{name}", "__dcgm_exporter_manifests"))
-    cases = [("device_plugin", n, v) for n, (v, _) in DP_BAD.items()]
-    cases += [("dcgm_exporter", n, v) for n, (v, _) in DE_BAD.items()]
+    cases = [("device_plugin", n, v) for n, (v, _unused) in DP_BAD.items()]
+    cases += [("dcgm_exporter", n, v) for n, (v, _unused) in DE_BAD.items()]
     cases += [("device_plugin", "defaults-ok", {}), ("dcgm_exporter", "defaults-ok", {"__dcgm_exporter_crd": CRD_MISSING})]
     for role, name, variables in cases:
         tasks.append({"name": f"case {role} {name}", "block": [
@@ -203,7 +203,7 @@ def _env(container):
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
 
 
-def _assert_placement(ds, gpu_labels=GPU_LABELS):
+def _assert_placement(ds, gpu_labels=tuple(GPU_LABELS)):
     """GPU nodes only (either label), never a paused node, in every ORed term."""
     spec = ds["spec"]["template"]["spec"]
     terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]

@@ -108,7 +108,7 @@ class Host:
     def one(self, suffix: str) -> dict:
         found = self.results(suffix)
         assert len(found) == 1, f"{self.name}: expected one task named *{suffix!r}, got {len(found)}: " \
-                                f"{[n for n, _ in self.tasks]}"
+                                f"{[n for n, _unused in self.tasks]}"
         return found[0]
 
     def ran(self, suffix: str) -> bool:
@@ -125,7 +125,7 @@ class Host:
         return failed[0]
 
     def fact(self, name: str):
-        for _, result in reversed(self.tasks):
+        for _unused, result in reversed(self.tasks):
             facts = result.get("ansible_facts", {})
             if name in facts:
                 return facts[name]
@@ -148,7 +148,7 @@ def run_playbook(env, playbook: str, hosts: dict[str, dict], workdir: Path, chec
         cmd.append("--check")
     if limit:
         cmd += ["--limit", limit]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=workdir)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=workdir, check=False)
     try:
         return json.loads(proc.stdout)
     except json.JSONDecodeError as exc:  # pragma: no cover - shows the raw output on failure
@@ -693,7 +693,7 @@ def test_render_inline_refuses_foreign_runtime_table(render):
 
 
 def test_render_version_mismatch_stops(render):
-    _, result = render.steps["first"]["mismatch"].failed_task()
+    _unused, result = render.steps["first"]["mismatch"].failed_task()
     assert "declares version = 2" in result["msg"]
     assert "nvidia_container_toolkit_containerd_config_version" in result["msg"]
     assert render.files["first"]["mismatch"] == {"config.toml": CONTAINERD_1X}

@@ -400,7 +400,7 @@ def test_reconcile_create_then_rerun_writes_nothing():
     assert first["diff"]["before"]["ai-serving/llama3-8b"] is None
     second = a.reconcile(api, [model()])
     assert not second["changed"] and second["writes"] == 0 and second["unchanged"] == ["ai-serving/llama3-8b"]
-    assert all(method == "GET" for method, _ in api.calls[-3:])
+    assert all(method == "GET" for method, _unused in api.calls[-3:])
 
 
 def test_reconcile_check_mode_predicts_and_writes_nothing():

@@ -73,7 +73,7 @@ def test_mixed_strategy_mig_off_gpus_stay_whole(tmp_path):
 
 def test_gi_without_compute_instance_is_not_a_device(tmp_path):
     facts = host(tmp_path, ["H100-80GB-HBM3"], [[("3g.40gb", 0, 4)]], ci=False)
-    res, _ = gfd.node_resources_and_labels(facts, "mixed")
+    res, _unused = gfd.node_resources_and_labels(facts, "mixed")
     assert res == {}
 
 

@@ -155,7 +155,7 @@ def test_resource_names():
 def _enumerate(table: dict) -> set:
     """Every multiset of profiles that has a non-overlapping placement at legal starts, within counts,
     at most one +me instance (⚑ inferred rule), on 8 memory slices."""
-    cands = [(n, s, size) for n, (_, _, _, _, starts, size) in table.items() for s in starts]
+    cands = [(n, s, size) for n, (_unused, _unused, _unused, _unused, starts, size) in table.items() for s in starts]
     counts = {n: v[2] for n, v in table.items()}
     feasible = set()
 
@@ -246,7 +246,7 @@ def test_nineteen_maximal_layouts_on_a100_40gb():
     assert len(maximal_layouts) == 19
     model = mig.resolve_model("A100-SXM4-40GB")
     for chosen in maximal_layouts:
-        wanted = Counter(n for n, _ in chosen)
+        wanted = Counter(n for n, _unused in chosen)
         _check_placement(model, wanted, mig.solve(model, dict(wanted)))
 
 
@@ -277,7 +277,7 @@ def _first_fit(model, wanted):
     occ = 0
     for name in sorted(wanted, key=lambda n: -model.profile(n).size):
         prof = model.profile(name)
-        for _ in range(wanted[name]):
+        for _unused in range(wanted[name]):
             start = next((s for s in prof.starts if not occ & (((1 << prof.size) - 1) << s)), None)
             if start is None:
                 return None

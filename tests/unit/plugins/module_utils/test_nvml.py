@@ -122,7 +122,7 @@ class FakeNvml:
     def nvmlDeviceGetGpuInstanceProfileInfo(self, h, idx, version=2):
         if idx not in H100_PROFILES:
             raise self.err(real.NVML_ERROR_NOT_SUPPORTED)
-        name, pid, n, sm, mem, _, g = H100_PROFILES[idx]
+        name, pid, n, sm, mem, _unused, g = H100_PROFILES[idx]
         info = real.c_nvmlGpuInstanceProfileInfo_v2_t()
         info.id, info.sliceCount, info.instanceCount, info.multiprocessorCount = pid, g, n, sm
         info.copyEngineCount, info.decoderCount, info.jpegCount, info.ofaCount = g, g, g, 0
@@ -301,7 +301,7 @@ def test_real_pynvml_without_a_driver():
 def test_pynvml_is_imported_only_by_nvml_py():
     here = os.path.dirname(os.path.abspath(nvml.__file__))
     importers = []
-    for root, _, files in os.walk(os.path.dirname(here)):
+    for root, _unused, files in os.walk(os.path.dirname(here)):
         for f in files:
             if f.endswith(".py"):
                 with open(os.path.join(root, f), encoding="utf-8") as fh:

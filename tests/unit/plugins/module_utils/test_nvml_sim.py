@@ -80,7 +80,7 @@ def test_profile_index_is_not_profile_id(tmp_path):
 
 
 def test_profile_listing_matches_facts(tmp_path):
-    _, b = make(tmp_path, gpus=("A100-SXM4-40GB",), mig_enabled=True)
+    _unused, b = make(tmp_path, gpus=("A100-SXM4-40GB",), mig_enabled=True)
     got = {p["name"]: (p["id"], p["instance_count"], [x["start"] for x in p["placements"]], p["placements"][0]["size"])
            for p in b.gpu_instance_profiles(0)}
     assert got == {
@@ -92,12 +92,12 @@ def test_profile_listing_matches_facts(tmp_path):
 
 def test_driver_hides_profiles_it_is_too_old_for(tmp_path):
     # 1g.10gb on A100-40GB needs R525+ [UG-prof]
-    _, b = make(tmp_path, gpus=("A100-SXM4-40GB",), mig_enabled=True, driver_version="515.65.01")
+    _unused, b = make(tmp_path, gpus=("A100-SXM4-40GB",), mig_enabled=True, driver_version="515.65.01")
     assert "1g.10gb" not in {p["name"] for p in b.gpu_instance_profiles(0)}
 
 
 def test_possible_placements_ignore_occupancy_and_mig_mode(tmp_path):
-    _, b = make(tmp_path)  # MIG off
+    _unused, b = make(tmp_path)  # MIG off
     assert b.possible_placements(0, ID_1G_ME) == [{"start": s, "size": 1} for s in range(7)]  # 7 placements, count 1
     b.set_mig_mode(0, 1)
     b.create_gpu_instance(0, ID_7G, 0, 8)
@@ -106,7 +106,7 @@ def test_possible_placements_ignore_occupancy_and_mig_mode(tmp_path):
 
 
 def test_remaining_capacity_accounts_for_instances(tmp_path):
-    _, b = make(tmp_path, mig_enabled=True)
+    _unused, b = make(tmp_path, mig_enabled=True)
     assert b.remaining_capacity(0, ID_1G) == 7
     assert b.remaining_capacity(0, ID_3G) == 2
     b.create_gpu_instance(0, ID_3G, 4, 4)
@@ -139,7 +139,7 @@ def test_create_errors(tmp_path):
 
 
 def test_instance_count_limit_without_overlap(tmp_path):
-    _, b = make(tmp_path, mig_enabled=True)
+    _unused, b = make(tmp_path, mig_enabled=True)
     for s in (0, 2, 4):
         b.create_gpu_instance(0, ID_2G, s, 2)
     with pytest.raises(nvml.NVMLError_InsufficientResources):
@@ -147,7 +147,7 @@ def test_instance_count_limit_without_overlap(tmp_path):
 
 
 def test_default_placement_and_explicit_placement(tmp_path):
-    _, b = make(tmp_path, mig_enabled=True)
+    _unused, b = make(tmp_path, mig_enabled=True)
     gi = b.create_gpu_instance(0, ID_1G)  # ⚑ default placement is undefined in NVIDIA; the sim picks lowest
     assert gi["start"] == 0
     gi = b.create_gpu_instance(0, ID_3G, 4, 4)
@@ -155,7 +155,7 @@ def test_default_placement_and_explicit_placement(tmp_path):
 
 
 def test_gi_calls_not_supported_with_mig_off_and_on_non_mig_gpu(tmp_path):
-    _, b = make(tmp_path, gpus=("H100-80GB-HBM3", "L4"))
+    _unused, b = make(tmp_path, gpus=("H100-80GB-HBM3", "L4"))
     for call in (lambda: b.create_gpu_instance(0, ID_1G, 0, 1), lambda: b.gpu_instances(0),
                  lambda: b.gpu_instance_profile_info(0, 0), lambda: b.remaining_capacity(0, ID_1G)):
         with pytest.raises(nvml.NVMLError_NotSupported):
@@ -196,7 +196,7 @@ def test_destroy_order_and_in_use(tmp_path):
 
 def test_set_mig_mode_returns_activation_status(tmp_path):
     # Hopper: immediate
-    _, b = make(tmp_path)
+    _unused, b = make(tmp_path)
     assert b.set_mig_mode(0, 1) == 0
     assert b.mig_mode(0) == (1, 1)
     # Ampere: pending until reset
@@ -211,7 +211,7 @@ def test_set_mig_mode_returns_activation_status(tmp_path):
 
 
 def test_mode_change_with_processes_is_pending_with_in_use_status(tmp_path):
-    path, _ = make(tmp_path)
+    path, _unused = make(tmp_path)
     state = nvml_sim.load_state(path)
     nvml_sim.add_process(state, 0, 777)
     nvml_sim.save_state(path, state)
@@ -245,7 +245,7 @@ def test_no_permission(tmp_path):
 
 
 def test_disable_with_instances_is_refused(tmp_path):
-    _, b = make(tmp_path, mig_enabled=True)
+    _unused, b = make(tmp_path, mig_enabled=True)
     b.create_gpu_instance(0, ID_7G, 0, 8)
     with pytest.raises(nvml.NVMLError_InUse):
         b.set_mig_mode(0, 0)
@@ -310,7 +310,7 @@ def test_host_facts_from_simulator(tmp_path):
 
 
 def test_get_backend_is_explicit(tmp_path, monkeypatch):
-    path, _ = make(tmp_path)
+    path, _unused = make(tmp_path)
     monkeypatch.delenv(nvml.SIM_ENV, raising=False)
     assert nvml.get_backend(path).kind == "simulator"
     monkeypatch.setenv("GPUOPS_NVML_SIM_STATE", path)

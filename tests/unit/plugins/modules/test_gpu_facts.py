@@ -21,9 +21,9 @@ class _Done(Exception):
 
 @pytest.fixture
 def run(monkeypatch):
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", lambda self, **kw: (_ for _ in ()).throw(_Done(kw)))
+    monkeypatch.setattr(basic.AnsibleModule, "exit_json", lambda self, **kw: (_unused for _unused in ()).throw(_Done(kw)))
     monkeypatch.setattr(basic.AnsibleModule, "fail_json",
-                        lambda self, msg, **kw: (_ for _ in ()).throw(_Done(dict(kw, msg=msg, failed=True))))
+                        lambda self, msg, **kw: (_unused for _unused in ()).throw(_Done(dict(kw, msg=msg, failed=True))))
     monkeypatch.delenv("GPUOPS_NVML_SIM_STATE", raising=False)
 
     def _run(args, check=False):

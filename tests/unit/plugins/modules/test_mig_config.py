@@ -91,7 +91,7 @@ def test_apply_then_idempotent(run, tmp_path):
 def test_keep_in_place_changes_only_the_difference(run, tmp_path):
     path = sim(tmp_path, gpus=("H100-80GB-HBM3",))
     run({"nvml_sim_state": path, "mig_devices": {"3g.40gb": 1, "1g.10gb": 4}})
-    old = {(s, size): gid for s, size, _, gid in layout(path)}
+    old = {(s, size): gid for s, size, _unused, gid in layout(path)}
     before = writes(path)
     r = run({"nvml_sim_state": path, "mig_devices": {"3g.40gb": 1, "2g.20gb": 1, "1g.10gb": 2}})
     g = r["gpus"][0]
@@ -99,7 +99,7 @@ def test_keep_in_place_changes_only_the_difference(run, tmp_path):
     assert len(g["destroyed"]) == 2 and len(g["created"]) == 1 and len(g["kept"]) == 3
     # every destroyed GI had one CI: CI + GI each; every created GI gets a GI + a CI
     assert writes(path) - before == 2 * len(g["destroyed"]) + 2 * len(g["created"])
-    new = {(s, size): gid for s, size, _, gid in layout(path)}
+    new = {(s, size): gid for s, size, _unused, gid in layout(path)}
     for k in g["kept"]:
         assert new[(k["start"], k["size"])] == old[(k["start"], k["size"])]   # ids untouched
     assert {(k["profile"], k["start"]) for k in g["kept"]} >= {("3g.40gb", 4)}
@@ -113,7 +113,10 @@ def test_check_mode_writes_nothing_and_predicts(run, tmp_path):
     assert predicted["changed"] is True
     real = run(args, diff=True)
     assert real["changed"] is True
-    strip = lambda devs: [(d["profile"], d["start"], d["size"], d["resource"]) for d in devs]  # noqa: E731
+
+    def strip(devs):
+        return [(d["profile"], d["start"], d["size"], d["resource"]) for d in devs]
+
     for p, a in zip(predicted["gpus"], real["gpus"]):
         assert strip(p["mig_devices"]) == strip(a["mig_devices"])
         assert [(c["profile"], c["start"]) for c in p["created"]] == [(c["profile"], c["start"]) for c in a["created"]]
@@ -176,19 +179,19 @@ def test_force_with_a_busy_instance_to_destroy_rolls_back(run, tmp_path):
     assert r["failed"] and r["restored"] is True
     assert "777" in r["msg"] and "restored" in r["msg"]
     after = layout(path)
-    assert [(s, size, pid) for s, size, pid, _ in after] == [(s, size, pid) for s, size, pid, _ in before]
+    assert [(s, size, pid) for s, size, pid, _unused in after] == [(s, size, pid) for s, size, pid, _unused in before]
 
 
 def test_rollback_on_injected_failure(run, tmp_path):
     path = sim(tmp_path, gpus=("H100-80GB-HBM3",))
     run({"nvml_sim_state": path, "mig_devices": {"1g.10gb": 7}})
-    before = [(s, size, pid) for s, size, pid, _ in layout(path)]
+    before = [(s, size, pid) for s, size, pid, _unused in layout(path)]
     state = nvml_sim.load_state(path)
     nvml_sim.inject_failure(state, "create_gpu_instance", code=999, skip=0)   # the first create fails
     nvml_sim.save_state(path, state)
     r = run({"nvml_sim_state": path, "mig_devices": {"3g.40gb": 1, "1g.10gb": 3}})
     assert r["failed"] and r["restored"] is True and "previous layout is restored" in r["msg"]
-    assert [(s, size, pid) for s, size, pid, _ in layout(path)] == before
+    assert [(s, size, pid) for s, size, pid, _unused in layout(path)] == before
     g = nvml_sim.load_state(path)["gpus"][0]
     assert all(len(gi["compute_instances"]) == 1 for gi in g["gpu_instances"])   # CIs came back too
     # and a clean rerun still works
