@@ -15,7 +15,13 @@ SITE = ROOT / "playbooks" / "site.yml"
 def site(testbed):
     rc, out, recap = run_playbook(testbed, SITE, timeout=1200)
     assert rc == 0, out[-5000:]
-    return recap
+    yield recap
+    # Leave the cluster as week 1 left it: the vLLM services hold GPUs and MIG slices that other
+    # tests schedule onto.
+    v1 = client.CoreV1Api(testbed.api)
+    v1.delete_namespace("llm-serving")
+    wait_for(lambda: not [n for n in v1.list_namespace().items if n.metadata.name == "llm-serving"],
+             timeout=120, what="namespace llm-serving gone")
 
 
 def test_site_deploys_every_week(testbed, site):

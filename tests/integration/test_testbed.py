@@ -63,7 +63,9 @@ def pod(name, gpus=None, tolerate=False):
         c["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
     spec = {"containers": [c]}
     if tolerate:
-        spec["tolerations"] = [{"key": TEST_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}]
+        # The test taint, and the pool taint that week 1 may already have put on GPU nodes.
+        spec["tolerations"] = [{"key": TEST_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"},
+                               {"key": "workload", "operator": "Exists", "effect": "NoSchedule"}]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
 
 

@@ -496,7 +496,7 @@ def test_toolkit_runtime_class_applied_once_with_server_side_apply(ansible_env, 
     assert args["definition"]["handler"] == "nvidia"
     assert args["definition"]["metadata"]["name"] == "nvidia"
     assert args["apply"] is True
-    assert args["server_side_apply"]["field_manager"] == "gpuops-llm"
+    assert args["server_side_apply"]["field_manager"] == "gpuops.llm"
     assert args["kubeconfig"] == str(kubeconfig)
 
 
