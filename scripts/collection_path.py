@@ -19,9 +19,11 @@ def ensure() -> pathlib.Path:
     link = base / "ansible_collections" / "gpuops" / "llm"
     link.parent.mkdir(parents=True, exist_ok=True)
     if not (link.is_symlink() and link.resolve() == ROOT):
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(ROOT, target_is_directory=True)
+        # Build the link beside it and rename over: atomic, so parallel test workers never race.
+        tmp = link.with_name(f".llm-{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(ROOT, target_is_directory=True)
+        os.replace(tmp, link)
     return base
 
 

@@ -10,8 +10,11 @@ export ANSIBLE_COLLECTIONS_PATH=$COLL
 rc=0
 step() { echo; echo "=== $*"; }
 
-step "unit + integration (pytest)"
-python -m pytest -p no:cacheprovider tests/unit tests/integration || rc=1
+step "unit (pytest, 2 workers)"
+python -m pytest -p no:cacheprovider -n 2 tests/unit || rc=1
+
+step "integration on the testbed (pytest, serial: the tests share one cluster)"
+python -m pytest -p no:cacheprovider tests/integration || rc=1
 
 step "collection build + install"
 bash tests/sanity/build_install.sh || rc=1
