@@ -139,7 +139,8 @@ class Testbed:
             self.kwokctl("delete", "cluster", check=False)
         # kwokctl stops its components by pid file; make sure nothing of ours survives.
         for proc in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kwok"):
-            subprocess.run(["pkill", "-f", f"{self.workdir}/.*{proc}|bin-k8s.*/{proc} "], check=False)
+            # Only this instance's processes: their command lines name its work directory.
+            subprocess.run(["pkill", "-f", f"{self.workdir}/.*{proc}"], check=False)
         shutil.rmtree(self.nvml_dir, ignore_errors=True)
         if self.kubeconfig.exists():
             self.kubeconfig.unlink()
