@@ -15,7 +15,7 @@ import pytest
 import yaml
 from kubernetes import client, utils
 
-from conftest import wait_for
+from conftest import ROOT as REPO_ROOT, run_playbook, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,6 +24,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 VENV_BIN = ROOT / ".venv" / "bin"
 POOL_LABEL = "gpuops.llm/testbed-pool"  # testbed/testbed.py: the testbed labels nodes by pool
 TOKEN = "hf_INTEGRATIONSECRET0123456789abcdef"
+MIG_RESOURCE = "nvidia.com/mig-3g.40gb"
 
 # A 0.5B-class model (Qwen2.5-0.5B shape): small enough for any testbed GPU.
 SMALL = {"model_type": "qwen2", "hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
@@ -50,6 +51,23 @@ def gpu_plugins(testbed):
     wait_for(lambda: v1.read_node("inf-a100-0").status.allocatable.get("nvidia.com/gpu") == "1",
              timeout=90, what="inf-a100-0 to advertise nvidia.com/gpu")
     yield
+
+
+def _advertising(v1, resource):
+    return [n.metadata.name for n in v1.list_node().items
+            if int((n.status.allocatable or {}).get(resource, "0")) >= 1]
+
+
+@pytest.fixture(scope="module")
+def mig_ready(testbed):
+    """MIG nodes advertise nvidia.com/mig-3g.40gb only after week 1's mig role applied all-balanced
+    and the device plugin runs the mixed strategy: run week 1 when no node advertises it yet
+    (idempotent, so a converged testbed changes nothing)."""
+    v1 = client.CoreV1Api(testbed.api)
+    if not _advertising(v1, MIG_RESOURCE):
+        rc, out, _recap = run_playbook(testbed, REPO_ROOT / "playbooks" / "week1_foundation.yml")
+        assert rc == 0, out[-4000:]
+    return wait_for(lambda: _advertising(v1, MIG_RESOURCE), timeout=90, what="a node advertising " + MIG_RESOURCE)
 
 
 @pytest.fixture
@@ -136,9 +154,21 @@ def test_service_deployed_scheduled_and_idempotent(testbed, gpu_plugins, namespa
     assert {w["verb"] for w in writes} <= {"patch"}, writes
 
 
-@pytest.mark.parametrize("case", ["too_big", "missing_secret", "unadvertised_mig"])
+@pytest.mark.parametrize("case", ["too_big", "missing_secret", "unadvertised_mig", "unknown_quantization",
+                                  "tp_not_dividing_heads", "max_model_len_beyond_model"])
 def test_refusals_write_nothing(testbed, gpu_plugins, namespace, tmp_path, case):
-    if case == "too_big":
+    if case == "unknown_quantization":
+        models = [model("q-llm", SMALL, "NVIDIA A100-SXM4-80GB", quantization="int3")]
+        # argument_specs refuses it first when the role runs (the unit tier covers the role's own message)
+        expect = "none, fp8, int8, awq, gptq, bitnet"
+    elif case == "tp_not_dividing_heads":
+        # SMALL has 14 attention heads: 4 does not divide them
+        models = [model("tp-llm", SMALL, "NVIDIA A100-SXM4-80GB", tensor_parallel_size=4)]
+        expect = "tensor_parallel_size 4 does not divide num_attention_heads 14"
+    elif case == "max_model_len_beyond_model":
+        models = [model("long-llm", SMALL, "NVIDIA A100-SXM4-80GB", max_model_len=SMALL["max_position_embeddings"] * 2)]
+        expect = "beyond the model's max_position_embeddings %d" % SMALL["max_position_embeddings"]
+    elif case == "too_big":
         models = [model("ok-llm", SMALL, "NVIDIA A100-SXM4-80GB"),
                   model("big-llm", BIG, "NVIDIA L4", max_model_len=8192)]
         expect = "big-llm does not fit"
@@ -161,3 +191,67 @@ def test_refusals_write_nothing(testbed, gpu_plugins, namespace, tmp_path, case)
     with pytest.raises(client.exceptions.ApiException) as e:
         client.CoreV1Api(testbed.api).read_namespace(namespace)
     assert e.value.status == 404
+
+
+def _running(v1, namespace, instance, count=1):
+    pods = v1.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/instance=" + instance).items
+    up = [p for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
+    return up if len(up) == count else None
+
+
+def _delete_and_wait(v1, namespace):
+    """Delete the namespace and wait until its pods are gone, so the GPUs or MIG slices are free."""
+    try:
+        v1.delete_namespace(namespace)
+    except client.exceptions.ApiException as e:
+        if e.status != 404:
+            raise
+    wait_for(lambda: not v1.list_namespaced_pod(namespace).items, timeout=120, what="pods of %s gone" % namespace)
+
+
+def test_mig_service_lands_on_a_mig_node(testbed, mig_ready, namespace, tmp_path):
+    v1 = client.CoreV1Api(testbed.api)
+    varz = base_vars(namespace, [model("mig-llm", SMALL, "H100-80GB", mig_profile="3g.40gb",
+                                       node_selector={POOL_LABEL: "llm-inference-mig"})])
+    try:
+        rc, out, _recap = run_role(testbed, tmp_path, varz)
+        assert rc == 0, out[-6000:]
+        dep = client.AppsV1Api(testbed.api).read_namespaced_deployment("mig-llm", namespace)
+        limits = dep.spec.template.spec.containers[0].resources.limits
+        assert limits[MIG_RESOURCE] == "1" and "nvidia.com/gpu" not in limits
+        pod = wait_for(lambda: _running(v1, namespace, "mig-llm"), timeout=120, what="the MIG vLLM pod Running")[0]
+        node = v1.read_node(pod.spec.node_name)
+        assert pod.spec.node_name in mig_ready
+        assert node.metadata.labels[POOL_LABEL] == "llm-inference-mig"
+        assert int(node.status.allocatable.get(MIG_RESOURCE, "0")) >= 1
+    finally:
+        _delete_and_wait(v1, namespace)
+
+
+def test_triton_model_applied_and_scheduled(testbed, gpu_plugins, namespace, tmp_path):
+    v1 = client.CoreV1Api(testbed.api)
+    varz = base_vars(namespace, [model("triton-llm", SMALL, "NVIDIA A100-SXM4-80GB", engine="triton")])
+    try:
+        rc, out, recap = run_role(testbed, tmp_path, varz)
+        assert rc == 0, out[-6000:]
+        assert recap["changed"] >= 1
+        # the generated model repository, as the apiserver stored it
+        cm = v1.read_namespaced_config_map("triton-llm", namespace)
+        assert 'backend: "vllm"' in cm.data["config.pbtxt"]
+        engine_args = yaml.safe_load(cm.data["model.json"])
+        assert engine_args["model"] == "example/triton-llm" and engine_args["max_model_len"] == 4096
+        dep = client.AppsV1Api(testbed.api).read_namespaced_deployment("triton-llm", namespace)
+        c = dep.spec.template.spec.containers[0]
+        assert c.image.startswith("nvcr.io/nvidia/tritonserver:") and c.command == ["tritonserver"]
+        assert c.readiness_probe.http_get.path == "/v2/health/ready"
+        svc = v1.read_namespaced_service("triton-llm", namespace)
+        assert sorted(p.port for p in svc.spec.ports) == [8000, 8001, 8002]
+        pod = wait_for(lambda: _running(v1, namespace, "triton-llm"), timeout=120, what="the Triton pod Running")[0]
+        node = v1.read_node(pod.spec.node_name)
+        assert node.metadata.labels[POOL_LABEL] == "llm-inference"
+        assert int(node.status.allocatable.get("nvidia.com/gpu", "0")) >= 1
+        # a rerun changes nothing
+        rc, out, recap = run_role(testbed, tmp_path, varz)
+        assert rc == 0 and recap["changed"] == 0, out[-4000:]
+    finally:
+        _delete_and_wait(v1, namespace)

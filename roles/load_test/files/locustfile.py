@@ -5,9 +5,10 @@
 
 Settings come from the environment: LLM_MODEL, LLM_ENDPOINT (completions or chat), LLM_STREAM,
 LLM_MAX_TOKENS, LLM_PROMPTS (JSON list), LLM_TIMEOUT. With streaming, the time to the first
-token is recorded as its own request type, TTFT. Output tokens come from the server's usage
-(stream_options.include_usage), falling back to one token per streamed chunk. When the test
-stops, one line "GPUOPS_LOAD_TEST_RESULT {json}" sums it up for the role to parse.
+token is recorded as its own request type, TTFT, and a request's latency runs to its last
+token. Output tokens come from the server's usage (stream_options.include_usage), falling back
+to one token per streamed chunk. When the test stops, one line "GPUOPS_LOAD_TEST_RESULT {json}"
+sums it up for the role to parse.
 """
 from __future__ import annotations
 
@@ -95,6 +96,9 @@ class LLMUser(HttpUser):
             except (ValueError, KeyError) as exc:
                 resp.failure("bad response: %s" % exc)
                 return
+            # With stream=True the client returns at the response headers, so Locust's own
+            # response_time would be the time to headers; report the full generation instead.
+            resp.request_meta["response_time"] = (time.perf_counter() - start) * 1000.0
             if not chunks:
                 resp.failure("no tokens generated")
                 return

@@ -55,6 +55,19 @@ VLLM_OK = {
     "tp2": [{"name": "llama-8b-tp2", "model": "meta-llama/Llama-3.1-8B-Instruct", "config": LLAMA_8B,
              "tensor_parallel_size": 2, "gpu_model": "NVIDIA A100-SXM4-80GB", "max_model_len": 8192}],
 }
+# engine: triton, the same sizing; one from the hub with a token, one AWQ from a PVC with TP 2.
+VLLM_TRITON = {
+    "base": [{"name": "llama-8b-triton", "model": "meta-llama/Llama-3.1-8B-Instruct", "config": LLAMA_8B,
+              "engine": "triton", "gpu_model": "NVIDIA A100-SXM4-80GB", "max_model_len": 8192,
+              "hf_token_secret": "hf-token", "kv_cache_dtype": "fp8"}],
+    "pvc_tp2": [{"name": "llama-70b-triton", "model": "example/Llama-3-70B-Instruct-AWQ", "config": LLAMA_70B_AWQ,
+                 "engine": "triton", "quantization": "awq", "vllm_quantization": "awq_marlin",
+                 "gpu_model": "NVIDIA A100-SXM4-80GB", "tensor_parallel_size": 2, "max_model_len": 8192,
+                 "pvc": {"claim_name": "llama-70b-awq"}, "engine_args": {"enforce_eager": True}}],
+    "fp8": [{"name": "llama-8b-triton-fp8", "model": "meta-llama/Llama-3.1-8B-Instruct", "config": LLAMA_8B,
+             "engine": "triton", "quantization": "fp8", "gpu_model": "H100-80GB", "mig_profile": "3g.40gb",
+             "max_model_len": 4096}],
+}
 VLLM_FAIL = {
     # 70B in 16 bit on one 24 GB L4: model_fit refuses it.
     "too_big": [{"name": "fits", "model": "meta-llama/Llama-3.1-8B-Instruct", "config": LLAMA_8B,
@@ -65,6 +78,12 @@ VLLM_FAIL = {
                   {"name": "mig-tp", "model": "x/y", "config": LLAMA_8B, "gpu_model": "H100-80GB",
                    "mig_profile": "3g.40gb", "tensor_parallel_size": 2}],
     # AWQ asked of a 16-bit checkpoint: vLLM cannot quantize to AWQ while loading.
+    # Each of these is refused by model_fit itself, through the role (its message, the model named).
+    "tp_heads": [{"name": "tp-heads", "model": "x/y", "config": LLAMA_8B, "gpu_model": "NVIDIA A100-SXM4-80GB",
+                  "tensor_parallel_size": 3, "max_model_len": 8192}],
+    "too_long": [{"name": "too-long", "model": "x/y", "config": LLAMA_70B, "gpu_model": "NVIDIA H100 80GB HBM3",
+                  "tensor_parallel_size": 4, "max_model_len": 16384}],
+    "bad_engine": [{"name": "bad-engine", "model": "x/y", "config": LLAMA_8B, "gpu_model": "L4", "engine": "tgi"}],
     "awq_unquantized": [{"name": "llama-8b", "model": "meta-llama/Llama-3.1-8B-Instruct", "config": LLAMA_8B,
                          "quantization": "awq", "gpu_model": "NVIDIA A100-SXM4-80GB", "max_model_len": 8192}],
 }
@@ -107,7 +126,7 @@ def rendered(tmp_path_factory):
     out = tmp_path_factory.mktemp("model-layer")
     blocks = []
     # Every model that fits in one run (one model_fit loop); each refusal in its own block.
-    runs = {"vllm_ok": [m for models in VLLM_OK.values() for m in models]}
+    runs = {"vllm_ok": [m for models in list(VLLM_OK.values()) + list(VLLM_TRITON.values()) for m in models]}
     runs.update({"vllm_" + k: v for k, v in VLLM_FAIL.items()})
     for name, models in runs.items():
         varz = {"vllm_service_models": models, "vllm_service_metrics": "annotations",
@@ -142,6 +161,12 @@ def rendered(tmp_path_factory):
                          {"load_test_url": "http://llama-8b.llm-serving.svc:8000", "load_test_model": "llama",
                           "load_test_name": "llama-8b", "load_test_namespace": "llm-serving",
                           "load_test_run_id": "unit", "load_test_endpoint": "chat"}))
+    # load_test refuses a Triton endpoint (KServe v2, not OpenAI) before it writes anything.
+    # First: vllm_service's render sets vllm_service_endpoints as a fact, which outranks block vars.
+    triton_endpoint = {"name": "t", "namespace": "llm-serving", "engine": "triton", "api": "kserve-v2",
+                       "served_model_name": "t", "url": "http://t.llm-serving.svc:8000"}
+    blocks.insert(0, _block("load_triton", [_role("load_test", "main"), _set("__result", "unexpected")],
+                            {"vllm_service_endpoints": [triton_endpoint]}))
     play = [{"name": "Render the model layer", "hosts": "localhost", "connection": "local", "gather_facts": False,
              "tasks": blocks}]
     (out / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
@@ -180,12 +205,19 @@ def objects(rendered, name):
     """The manifests of one vllm_service scenario model (all fitting models render in one run)."""
     if name == "vllm_podmonitor":
         return ok(rendered, name)["rendered"][0]["manifests"]
-    model = VLLM_OK[name[len("vllm_"):]][0]["name"]
+    model = _scenario(name)["name"]
     return [r for r in ok(rendered, "vllm_ok")["rendered"] if r["name"] == model][0]["manifests"]
 
 
+def _scenario(name):
+    """vllm_<key> is a VLLM_OK model, triton_<key> a VLLM_TRITON one."""
+    if name.startswith("triton_"):
+        return VLLM_TRITON[name[len("triton_"):]][0]
+    return VLLM_OK[name[len("vllm_"):]][0]
+
+
 def fit_of(rendered, name):
-    model = VLLM_OK[name[len("vllm_"):]][0]["name"]
+    model = _scenario(name)["name"]
     return [f for f in ok(rendered, "vllm_ok")["fit"] if f["item"]["name"] == model][0]
 
 
@@ -389,6 +421,126 @@ def test_awq_on_unquantized_checkpoint_is_refused(rendered):
     assert err and "quantization_config" in err and "model_quantize" in err
 
 
+@pytest.mark.parametrize("case,expect", [
+    # heads 32: 3 divides none of them (model_fit lists the valid sizes)
+    ("tp_heads", ["tp-heads", "tensor_parallel_size 3 does not divide num_attention_heads 32"]),
+    # Llama-3-70B's max_position_embeddings is 8192
+    ("too_long", ["too-long", "max_model_len 16384 is beyond", "8192"]),
+    ("bad_engine", ["bad-engine", "engine \"tgi\" is unknown", "vllm, triton"]),
+])
+def test_model_fit_and_input_refusals_name_the_field(rendered, case, expect):
+    err = rendered["vllm_" + case].get("error")
+    assert err, "%s must be refused" % case
+    for text in expect:
+        assert text in err, (text, err)
+
+
+# ---- vllm_service, engine: triton ----------------------------------------------------------
+
+def _repository(objs):
+    cm = kind(objs, "ConfigMap")
+    return cm, json.loads(cm["data"]["model.json"]), cm["data"]["config.pbtxt"]
+
+
+@pytest.mark.parametrize("name", sorted(VLLM_TRITON))
+def test_triton_model_repository_carries_the_sized_engine_args(rendered, name):
+    model = VLLM_TRITON[name][0]
+    objs = objects(rendered, "triton_" + name)
+    cm, engine, pbtxt = _repository(objs)
+    assert 'backend: "vllm"' in pbtxt and "KIND_MODEL" in pbtxt
+    fit = estimate_for(model)
+    assert engine["max_model_len"] == model["max_model_len"] == fit["max_model_len"]
+    assert engine["gpu_memory_utilization"] == 0.9
+    assert engine["tensor_parallel_size"] == model.get("tensor_parallel_size", 1)
+    if "pvc" in model:
+        assert engine["model"] == "/weights/" + model["model"].replace("/", "--")
+    else:
+        assert engine["model"] == model["model"]
+    for k, v in model.get("engine_args", {}).items():
+        assert engine[k] == v
+    spec = kind(objs, "Deployment")["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    assert c["image"] == "nvcr.io/nvidia/tritonserver:" + role_defaults("vllm_service")["vllm_service_triton_image_tag"]
+    assert c["image"].endswith("-vllm-python-py3")
+    assert c["command"] == ["tritonserver"] and "--model-repository=/models" in c["args"]
+    # the ConfigMap lands as /models/<name>/config.pbtxt and /models/<name>/1/model.json
+    vol = [v for v in spec["volumes"] if v.get("configMap", {}).get("name") == cm["metadata"]["name"]][0]
+    mount = [m for m in c["volumeMounts"] if m["name"] == vol["name"]][0]
+    assert mount["mountPath"] == "/models/" + model["name"] and mount["readOnly"] is True
+    assert sorted((i["key"], i["path"]) for i in vol["configMap"]["items"]) == [
+        ("config.pbtxt", "config.pbtxt"), ("model.json", "1/model.json")]
+    # pods roll when the repository changes
+    ann = kind(objs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert len(ann["gpuops.llm/model-repository-sha256"]) == 64
+
+
+def test_triton_quantization_follows_the_vllm_rules(rendered):
+    # fp8 at load time: vLLM must be told; a pre-quantized AWQ checkpoint gets what was asked
+    assert _repository(objects(rendered, "triton_fp8"))[1]["quantization"] == "fp8"
+    assert _repository(objects(rendered, "triton_pvc_tp2"))[1]["quantization"] == "awq_marlin"
+    base = _repository(objects(rendered, "triton_base"))[1]
+    assert "quantization" not in base and base["kv_cache_dtype"] == "fp8"
+    hashes = {kind(objects(rendered, "triton_" + n), "Deployment")["spec"]["template"]["metadata"]["annotations"][
+        "gpuops.llm/model-repository-sha256"] for n in VLLM_TRITON}
+    assert len(hashes) == len(VLLM_TRITON)
+
+
+@pytest.mark.parametrize("name", sorted(VLLM_TRITON))
+def test_triton_probes_ports_and_placement(rendered, name):
+    model = VLLM_TRITON[name][0]
+    objs = objects(rendered, "triton_" + name)
+    d = role_defaults("vllm_service")
+    c = container(objs)
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "http": d["vllm_service_port"], "grpc": d["vllm_service_triton_grpc_port"],
+        "metrics": d["vllm_service_triton_metrics_port"]}
+    assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    for p in ("readinessProbe", "livenessProbe"):
+        assert c[p]["timeoutSeconds"] > 1
+    # the same startup budget as vLLM: base + checkpoint GiB / rate
+    fit = estimate_for(model)
+    gib = fit["weights_gib_total"] * (2 if fit["quantization"]["runtime"] else 1)
+    rate = d["vllm_service_pvc_read_gib_per_second"] if "pvc" in model else d["vllm_service_download_gib_per_second"]
+    budget = c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]
+    assert d["vllm_service_startup_base_seconds"] + (gib - 0.01) / rate <= budget
+    assert budget < d["vllm_service_startup_base_seconds"] + gib / rate + c["startupProbe"]["periodSeconds"] + 1
+    # GPUs or the MIG slice, pool placement and /dev/shm as for vLLM
+    limits = c["resources"]["limits"]
+    if "mig_profile" in model:
+        assert limits["nvidia.com/mig-" + model["mig_profile"]] == "1" and "nvidia.com/gpu" not in limits
+    else:
+        assert limits["nvidia.com/gpu"] == str(model.get("tensor_parallel_size", 1))
+    spec = kind(objs, "Deployment")["spec"]["template"]["spec"]
+    assert spec["nodeSelector"]["workload-class"] == "inference"
+    assert {"key": "workload", "operator": "Equal", "value": "llm-inference", "effect": "NoSchedule"} in spec["tolerations"]
+    shm = [v for v in spec["volumes"] if v["name"] == [m for m in c["volumeMounts"] if m["mountPath"] == "/dev/shm"][0]["name"]]
+    assert shm[0]["emptyDir"]["medium"] == "Memory"
+    # Service: all three ports; NetworkPolicy: clients on HTTP and gRPC, Prometheus on metrics only
+    svc = kind(objs, "Service")
+    ports = {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]}
+    assert ports == {"http": "http", "grpc": "grpc", "metrics": "metrics"}
+    rules = kind(objs, "NetworkPolicy")["spec"]["ingress"]
+    assert sorted(p["port"] for p in rules[0]["ports"]) == [d["vllm_service_port"], d["vllm_service_triton_grpc_port"]]
+    assert [p["port"] for p in rules[1]["ports"]] == [d["vllm_service_triton_metrics_port"]]
+    assert kind(objs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    ann = kind(objs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert ann["prometheus.io/port"] == str(d["vllm_service_triton_metrics_port"])
+
+
+def test_triton_token_and_endpoint(rendered):
+    objs = objects(rendered, "triton_base")
+    assert TOKEN not in json.dumps(objs)
+    env = container(objs)["env"]
+    assert [e for e in env if e["name"] == "HF_TOKEN"][0]["valueFrom"]["secretKeyRef"]["name"] == "hf-token"
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in container(objects(rendered, "triton_pvc_tp2"))["env"]
+    labels = kind(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert labels["gpuops.llm/engine"] == "triton"
+    assert kind(objects(rendered, "vllm_base"), "Deployment")["spec"]["template"]["metadata"]["labels"][
+        "gpuops.llm/engine"] == "vllm"
+
+
 # ---- model_quantize -----------------------------------------------------------------------
 
 def qplan(rendered, name):
@@ -492,3 +644,8 @@ def test_load_test_job_targets_the_openai_api(rendered):
     d = role_defaults("load_test")
     assert job["spec"]["activeDeadlineSeconds"] == d["load_test_duration_seconds"] + d["load_test_start_grace_seconds"]
     assert math.isfinite(float(env["DURATION"]))
+
+
+def test_load_test_refuses_a_triton_endpoint(rendered):
+    err = rendered["load_triton"].get("error")
+    assert err and "KServe v2" in err and "http://t.llm-serving.svc:8000" in err
