@@ -100,3 +100,45 @@ def run_playbook(testbed: TestbedHandle, playbook, *args: str, check: bool = Fal
         recap[m.group(1)] = dict(zip(("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored"),
                                      map(int, m.groups()[1:])))
     return proc.returncode, proc.stdout + proc.stderr, recap
+
+
+def run_play_json(testbed: TestbedHandle, tmp_path, playbook_text: str, extra: dict, check: bool = False):
+    """Run a playbook given as text on localhost with the JSON callback; returns (rc, parsed output)."""
+    import subprocess
+
+    play = tmp_path / "play.yml"
+    play.write_text(playbook_text)
+    env = testbed.env()
+    env.update(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))
+    cmd = [str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(play),
+           "-e", json.dumps(extra)] + (["--check"] if check else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        pytest.fail("ansible-playbook printed no JSON: %s %s" % (proc.stdout[-2000:], proc.stderr[-2000:]))
+    return proc.returncode, data
+
+
+@pytest.fixture(scope="module")
+def gpu_plugins(testbed):
+    """Device plugin + GFD stand-ins running, so the node agent advertises GPUs."""
+    import yaml
+    from kubernetes import client, utils
+
+    with open(pathlib.Path(__file__).parent / "manifests" / "device-plugin-standin.yml", encoding="utf-8") as f:
+        docs = yaml.safe_load(f)["items"]
+    for d in docs:
+        try:
+            utils.create_from_dict(testbed.api, d)
+        except utils.FailToCreateError as e:
+            if not all(x.status == 409 for x in e.api_exceptions):
+                raise
+    v1 = client.CoreV1Api(testbed.api)
+    wait_for(lambda: v1.read_node("inf-a100-0").status.allocatable.get("nvidia.com/gpu") == "1",
+             timeout=90, what="inf-a100-0 to advertise nvidia.com/gpu")
+    yield
+    v1.delete_namespace("testbed-gpu-standin")
+    # The next module may create the stand-ins again: not into a namespace still terminating.
+    wait_for(lambda: not [n for n in v1.list_namespace().items if n.metadata.name == "testbed-gpu-standin"],
+             timeout=120, what="namespace testbed-gpu-standin gone")

@@ -10,8 +10,6 @@ validates what we write. Expected values come from shared/facts/llm-serving.md (
 from __future__ import annotations
 
 import json
-import pathlib
-import subprocess
 import sys
 import uuid
 
@@ -19,9 +17,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from conftest import run_play_json
+
 pytestmark = pytest.mark.integration
 
-BIN = pathlib.Path(sys.executable).parent
 SERVED = "meta-llama/Llama-3.1-8B-Instruct"
 PROM = "http://prometheus-operated.monitoring.svc:9090"
 
@@ -60,25 +59,13 @@ def gpu_deployment(name, resources):
 
 
 def run(testbed, tmp_path, namespace, check=False):
-    play = tmp_path / "play.yml"
-    play.write_text(PLAYBOOK)
     extra = {"ansible_python_interpreter": sys.executable,
              "autoscaling_namespace": namespace, "autoscaling_prometheus_url": PROM,
              "autoscaling_models": [
                  {"name": "llama3-8b", "served_model_name": SERVED, "min_replicas": 1, "max_replicas": 4},
                  {"name": "qwen-mig", "served_model_name": "Qwen/Qwen2.5-7B-Instruct", "scale_to_zero": True,
                   "wake_query": "sum(rate(vllm:num_incoming_requests_total[1m]))"}]}
-    env = testbed.env()
-    env.update(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))
-    cmd = [str(BIN / "ansible-playbook"), "-i", "localhost,", str(play), "-e", json.dumps(extra)]
-    if check:
-        cmd.append("--check")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
-    try:
-        data = json.loads(proc.stdout)
-    except ValueError:
-        pytest.fail("ansible-playbook printed no JSON: %s %s" % (proc.stdout[-2000:], proc.stderr[-2000:]))
-    return proc.returncode, data
+    return run_play_json(testbed, tmp_path, PLAYBOOK, extra, check)
 
 
 def changed(data):
@@ -107,18 +94,15 @@ def test_crd_missing_is_a_clear_error(testbed, namespace, tmp_path):
     except ApiException as exc:
         if exc.status != 404:
             raise
-    play = tmp_path / "play.yml"
-    play.write_text(PLAYBOOK.split("    - name: Install the ScaledObject CRD", maxsplit=1)[0]
-                    + "    - name: Autoscale the models\n      ansible.builtin.include_role:\n"
-                      "        name: gpuops.llm.autoscaling\n")
-    env = testbed.env()
-    env.update(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
+    play = (PLAYBOOK.split("    - name: Install the ScaledObject CRD", maxsplit=1)[0]
+            + "    - name: Autoscale the models\n      ansible.builtin.include_role:\n"
+              "        name: gpuops.llm.autoscaling\n")
     extra = {"ansible_python_interpreter": sys.executable, "autoscaling_namespace": namespace,
              "autoscaling_models": [{"name": "m", "served_model_name": "x"}]}
-    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(play), "-e", json.dumps(extra)],
-                          capture_output=True, text=True, env=env, timeout=300, check=False)
-    assert proc.returncode != 0
-    assert "scaledobjects.keda.sh" in proc.stdout and "install KEDA" in proc.stdout
+    rc, data = run_play_json(testbed, tmp_path, play, extra)
+    assert rc != 0
+    text = json.dumps(data)
+    assert "scaledobjects.keda.sh" in text and "install KEDA" in text
 
 
 def test_autoscaling_role_on_the_testbed(testbed, namespace, tmp_path):

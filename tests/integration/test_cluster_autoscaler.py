@@ -10,8 +10,6 @@ nodes running inference), not from the role's templates.
 from __future__ import annotations
 
 import json
-import pathlib
-import subprocess
 import sys
 import uuid
 
@@ -19,9 +17,10 @@ import pytest
 import yaml
 from kubernetes import client
 
+from conftest import run_play_json
+
 pytestmark = pytest.mark.integration
 
-BIN = pathlib.Path(sys.executable).parent
 DISABLED = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
 RECORD = "gpuops.llm/annotations.cluster-autoscaler"
 POOL = "gpuops.llm/testbed-pool=llm-inference"
@@ -63,19 +62,7 @@ def settings(namespace, **over):
 
 
 def run(testbed, tmp_path, extra, check=False):
-    play = tmp_path / "play.yml"
-    play.write_text(PLAYBOOK)
-    env = testbed.env()
-    env.update(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))
-    cmd = [str(BIN / "ansible-playbook"), "-i", "localhost,", str(play), "-e", json.dumps(extra)]
-    if check:
-        cmd.append("--check")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
-    try:
-        data = json.loads(proc.stdout)
-    except ValueError:
-        pytest.fail("ansible-playbook printed no JSON: %s %s" % (proc.stdout[-2000:], proc.stderr[-2000:]))
-    return proc.returncode, data
+    return run_play_json(testbed, tmp_path, PLAYBOOK, extra, check)
 
 
 def stats(data):

@@ -23,10 +23,11 @@ from kubernetes.client.rest import ApiException
 
 from ansible_collections.gpuops.llm.plugins.module_utils import autoscaling
 
+from conftest import run_play_json
+
 pytestmark = pytest.mark.integration
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = pathlib.Path(sys.executable).parent
 # The CRDs KEDA ships (testbed-recipes.md section 5: config/crd/bases of v2.20.2), by name.
 KEDA_CRDS = ("scaledobjects.keda.sh", "scaledjobs.keda.sh", "triggerauthentications.keda.sh",
              "clustertriggerauthentications.keda.sh", "cloudeventsources.eventing.keda.sh",
@@ -71,20 +72,8 @@ def namespace(testbed):
 
 
 def run_role(testbed, tmp_path, crds_dir, check=False):
-    play = tmp_path / "play.yml"
-    play.write_text(PLAYBOOK)
-    env = testbed.env()
-    env.update(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))
     extra = {"ansible_python_interpreter": sys.executable, "keda_crds_path": str(crds_dir)}
-    cmd = [str(BIN / "ansible-playbook"), "-i", "localhost,", str(play), "-e", json.dumps(extra)]
-    if check:
-        cmd.append("--check")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
-    try:
-        data = json.loads(proc.stdout)
-    except ValueError:
-        pytest.fail("ansible-playbook printed no JSON: %s %s" % (proc.stdout[-2000:], proc.stderr[-2000:]))
-    return proc.returncode, data
+    return run_play_json(testbed, tmp_path, PLAYBOOK, extra, check)
 
 
 def crd_writes(testbed, marker):

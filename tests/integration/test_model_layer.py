@@ -13,14 +13,13 @@ import uuid
 
 import pytest
 import yaml
-from kubernetes import client, utils
+from kubernetes import client
 
 from conftest import ROOT as REPO_ROOT, run_playbook, wait_for
 
 pytestmark = pytest.mark.integration
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-HERE = pathlib.Path(__file__).resolve().parent
 VENV_BIN = ROOT / ".venv" / "bin"
 POOL_LABEL = "gpuops.llm/testbed-pool"  # testbed/testbed.py: the testbed labels nodes by pool
 TOKEN = "hf_INTEGRATIONSECRET0123456789abcdef"
@@ -34,23 +33,6 @@ SMALL = {"model_type": "qwen2", "hidden_size": 896, "num_hidden_layers": 24, "nu
 BIG = {"model_type": "llama", "hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64,
        "num_key_value_heads": 8, "intermediate_size": 28672, "vocab_size": 128256, "tie_word_embeddings": False,
        "torch_dtype": "bfloat16", "max_position_embeddings": 8192}
-
-
-@pytest.fixture(scope="module")
-def gpu_plugins(testbed):
-    """Device plugin + GFD stand-ins (as tests/integration/test_testbed.py does), so GPUs are advertised."""
-    with open(HERE / "manifests" / "device-plugin-standin.yml", encoding="utf-8") as f:
-        docs = yaml.safe_load(f)["items"]
-    for d in docs:
-        try:
-            utils.create_from_dict(testbed.api, d)
-        except utils.FailToCreateError as e:
-            if not all(x.status == 409 for x in e.api_exceptions):
-                raise
-    v1 = client.CoreV1Api(testbed.api)
-    wait_for(lambda: v1.read_node("inf-a100-0").status.allocatable.get("nvidia.com/gpu") == "1",
-             timeout=90, what="inf-a100-0 to advertise nvidia.com/gpu")
-    yield
 
 
 def _advertising(v1, resource):

@@ -1,19 +1,16 @@
 """The testbed is a real control plane: scheduling, controllers, validation and CRDs are the real ones."""
 from __future__ import annotations
 
-import pathlib
 import uuid
 
 import pytest
-import yaml
-from kubernetes import client, utils
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
-HERE = pathlib.Path(__file__).resolve().parent
 TEST_TAINT = {"key": "gpuops.llm/testbed-test", "value": "gpu", "effect": "NoSchedule"}
 
 
@@ -24,24 +21,6 @@ def namespace(testbed):
     v1.create_namespace({"metadata": {"name": name}})
     yield name
     v1.delete_namespace(name)
-
-
-@pytest.fixture(scope="module")
-def gpu_plugins(testbed):
-    """Device plugin + GFD stand-ins running, so the node agent advertises GPUs."""
-    with open(HERE / "manifests" / "device-plugin-standin.yml", encoding="utf-8") as f:
-        docs = yaml.safe_load(f)["items"]
-    for d in docs:
-        try:
-            utils.create_from_dict(testbed.api, d)
-        except utils.FailToCreateError as e:
-            if not all(x.status == 409 for x in e.api_exceptions):
-                raise
-    v1 = client.CoreV1Api(testbed.api)
-    wait_for(lambda: v1.read_node("inf-a100-0").status.allocatable.get("nvidia.com/gpu") == "1",
-             timeout=90, what="inf-a100-0 to advertise nvidia.com/gpu")
-    yield
-    client.CoreV1Api(testbed.api).delete_namespace("testbed-gpu-standin")
 
 
 @pytest.fixture
