@@ -99,6 +99,11 @@ AUTO_POOL_LABELS = ("cloud.google.com/gke-nodepool", "eks.amazonaws.com/nodegrou
 
 _SYSTEM_TAINT_PREFIXES = ("node.kubernetes.io/", "node.cloudprovider.kubernetes.io/")
 
+# Cluster Autoscaler: the node annotation that keeps a node (roles/cluster_autoscaler sets it on
+# always-on inference nodes) and the flag that sizes a node group, --nodes=MIN:MAX:NAME.
+SCALE_DOWN_DISABLED = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
+_CA_NODES = re.compile(r"^(\d+):(\d+):(.+)$")
+
 # vLLM's default --gpu-memory-utilization was 0.9 and is 0.92 in current CacheConfig (facts B).
 # Below 0.8 a dedicated GPU or MIG slice leaves a fifth of its memory out of the KV cache.
 LOW_GPU_MEMORY_UTILIZATION = 0.8
@@ -849,10 +854,44 @@ def check_scale_to_zero(snap, offpeak_pools):
     return findings
 
 
+def _image_name(container):
+    """The last path part of a container image, without tag or digest: registry.k8s.io/a/b:v1 -> b."""
+    return str(container.get("image") or "").split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0]
+
+
+def cluster_autoscaler_node_groups(snap):
+    """{node group: {min_nodes, max_nodes, deployment}} from the --nodes flags of running Cluster Autoscalers.
+
+    Only self-managed autoscalers are visible (GKE and AKS run theirs outside the cluster), and a
+    node group counts for a pool when it carries the pool's name (roles/cluster_autoscaler's
+    convention, docs/audit.md); auto-discovered groups have no minimum to read here.
+    """
+    groups = {}
+    for dep in snap.deployments:
+        if (dep.get("spec") or {}).get("replicas", 1) == 0:
+            continue  # a stopped autoscaler removes nothing
+        for container in _containers(_pod_spec(dep)):
+            if _image_name(container) != "cluster-autoscaler":
+                continue
+            tokens = _tokens(container)
+            for i, tok in enumerate(tokens):
+                value = None
+                if tok.startswith("--nodes="):
+                    value = tok.split("=", 1)[1]
+                elif tok == "--nodes" and i + 1 < len(tokens):
+                    value = tokens[i + 1]
+                match = _CA_NODES.match(value or "")
+                if match:
+                    groups[match.group(3)] = {"min_nodes": int(match.group(1)), "max_nodes": int(match.group(2)),
+                                              "deployment": "%s/%s" % (_ns(dep), _name(dep))}
+    return groups
+
+
 def check_idle_pools(snap, offpeak_pools):
     findings = []
     if not snap.pods_complete:
         return findings  # with pods of some namespaces only, an idle node cannot be told apart
+    autoscaled = cluster_autoscaler_node_groups(snap)
     offpeak = offpeak_pool_names(snap, offpeak_pools)
     busy = {(p.get("spec") or {}).get("nodeName") for p in snap.live_pods if not is_daemonset_pod(p)
             and "kubernetes.io/config.mirror" not in (_meta(p).get("annotations") or {})}
@@ -865,13 +904,23 @@ def check_idle_pools(snap, offpeak_pools):
         idle = [n for n in nodes if n not in busy]
         if not idle:
             continue
+        group = autoscaled.get(pool)
+        kept = [n for n in idle if str((_meta(snap.node_by_name[n]).get("annotations") or {}).get(
+            SCALE_DOWN_DISABLED, "")).lower() == "true"]
+        if group and group["min_nodes"] == 0 and not kept:
+            # A Cluster Autoscaler may take this pool to zero and nothing stops it: the idle nodes
+            # go after --scale-down-unneeded-time, which is the policy working, not waste.
+            continue
         gpus = {}
         for n in idle:
             for k, v in node_gpu_allocatable(snap.node_by_name[n]).items():
                 gpus[k] = gpus.get(k, 0) + int(_quantity(v))
+        evidence = {"pool": pool, "nodes": nodes, "idle_nodes": idle, "idle_gpus": gpus}
+        if group:
+            evidence.update(cluster_autoscaler=group["deployment"], min_nodes=group["min_nodes"],
+                            scale_down_disabled=kept)
         findings.append(_finding(
-            "idle-gpu-pool", "medium", "NodePool %s" % pool,
-            {"pool": pool, "nodes": nodes, "idle_nodes": idle, "idle_gpus": gpus},
+            "idle-gpu-pool", "medium", "NodePool %s" % pool, evidence,
             "Let the pool scale to zero: min-nodes=0 in the cloud node pool (gpuops.llm cloud_node_pools) and a "
             "Cluster Autoscaler that removes idle GPU nodes; the seed's training pool is --min-nodes=0."))
     return findings

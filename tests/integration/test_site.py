@@ -1,5 +1,8 @@
-"""site.yml end to end on the testbed: converge, then a rerun with no change and no write call."""
+"""site.yml end to end on the testbed: converge, then a rerun with no change and no write call,
+and an audit of the result that finds nothing (issue #7: a clean deployment gives no findings)."""
 from __future__ import annotations
+
+import json
 
 import pytest
 from kubernetes import client
@@ -9,6 +12,7 @@ from conftest import ROOT, run_playbook, wait_for
 pytestmark = pytest.mark.integration
 
 SITE = ROOT / "playbooks" / "site.yml"
+AUDIT = ROOT / "playbooks" / "audit.yml"
 
 
 @pytest.fixture(scope="module")
@@ -59,4 +63,18 @@ def test_site_rerun_changes_nothing_and_writes_nothing(testbed, site):
     rc, out, recap = run_playbook(testbed, SITE, timeout=1200)
     assert rc == 0, out[-5000:]
     assert {h: r["changed"] for h, r in recap.items() if r["changed"]} == {}
+    assert testbed.audit_writes(marker) == []
+
+
+def test_clean_site_gives_no_audit_findings(testbed, site, tmp_path):
+    # Every check runs (none skipped), on the whole cluster, with the served models' configs taken
+    # from the inventory by audit.yml; the audit itself writes nothing to the cluster.
+    marker = testbed.audit_marker()
+    out_json = tmp_path / "audit.json"
+    rc, out, _recap = run_playbook(testbed, AUDIT, "-e", "cluster_audit_json_path=%s" % out_json,
+                                   "-e", "cluster_audit_fail_on=info", timeout=300)
+    result = json.loads(out_json.read_text())
+    assert rc == 0 and result["findings"] == [], json.dumps(result["findings"], indent=1)[:5000] + out[-2000:]
+    assert result["counts"] == {"critical": 0, "high": 0, "medium": 0, "low": 0, "info": 0}
+    assert result["unreadable"] == {}
     assert testbed.audit_writes(marker) == []

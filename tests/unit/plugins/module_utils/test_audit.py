@@ -433,6 +433,36 @@ def test_idle_training_pool():
     assert by_id(run(snapshot(nodes=[inf]), offpeak_pools=["inf"]), "idle-gpu-pool")
 
 
+def cluster_autoscaler(*node_groups, replicas=1, image="registry.k8s.io/autoscaling/cluster-autoscaler:v1.36.1"):
+    args = ["--cloud-provider=clusterapi"] + ["--nodes=%s" % g for g in node_groups]
+    return deployment("cluster-autoscaler", [{"name": "ca", "image": image, "command": ["./cluster-autoscaler"],
+                                              "args": args}], ns="kube-system", replicas=replicas)
+
+
+def test_idle_training_pool_that_a_cluster_autoscaler_takes_to_zero():
+    train = gpu_node("train-0", gpus=8, labels={"workload-class": "training", "cloud.google.com/gke-nodepool": "train"})
+
+    def idle(*deployments, node=train):
+        return by_id(run(snapshot(nodes=[node], deployments=list(deployments))), "idle-gpu-pool")
+
+    # --nodes=0:4:train: the autoscaler removes the idle node after scale-down-unneeded-time
+    assert idle(cluster_autoscaler("1:10:inf", "0:4:train")) == []
+    # the flag may also come as two arguments, and the image from a mirror with a digest
+    two_args = cluster_autoscaler(image="mirror.local:5000/ca/cluster-autoscaler@sha256:" + "0" * 64)
+    two_args["spec"]["template"]["spec"]["containers"][0]["args"] += ["--nodes", "0:4:train"]
+    assert idle(two_args) == []
+    # a floor above zero, another pool's group, a stopped autoscaler or another image keep the finding
+    [floor] = idle(cluster_autoscaler("1:4:train"))
+    assert (floor["evidence"]["min_nodes"], floor["evidence"]["cluster_autoscaler"]) == (1, "kube-system/cluster-autoscaler")
+    assert idle(cluster_autoscaler("0:4:inf")) and idle(cluster_autoscaler("0:4:train", replicas=0))
+    assert idle(cluster_autoscaler("0:4:train", image="example.com/cluster-autoscaler-exporter:1"))
+    # scale-down-disabled on the idle node: the autoscaler never removes it
+    kept = gpu_node("train-0", gpus=8, labels=train["metadata"]["labels"],
+                    annotations={audit.SCALE_DOWN_DISABLED: "true"})
+    [pinned] = idle(cluster_autoscaler("0:4:train"), node=kept)
+    assert pinned["evidence"]["scale_down_disabled"] == ["train-0"]
+
+
 # --------------------------------------------------------------------------------------
 # GPU resources in pod specs
 # --------------------------------------------------------------------------------------
