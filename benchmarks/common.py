@@ -159,6 +159,8 @@ class Instance:
                 agent = ev.get("userAgent", "")
                 if not include_system and agent.startswith(SYSTEM_AGENTS):
                     continue
+                if "dryRun=" in ev.get("requestURI", ""):
+                    continue  # server-side dry run (check mode): logged, never persisted
                 ref = ev.get("objectRef", {})
                 out.append({"verb": ev["verb"], "resource": ref.get("resource"), "subresource": ref.get("subresource"),
                             "namespace": ref.get("namespace"), "name": ref.get("name"),

@@ -19,6 +19,8 @@ SYSTEM_AGENTS = ("kwok", "kube-controller-manager", "kube-scheduler", "kube-apis
 
 
 class TestbedHandle:
+    __test__ = False  # a helper, not a test class, when test modules import it
+
     def __init__(self, tb: tb_mod.Testbed):
         self.tb = tb
         self.kubeconfig = str(tb.kubeconfig)
@@ -43,6 +45,8 @@ class TestbedHandle:
                 agent = ev.get("userAgent", "")
                 if not include_system and agent.startswith(SYSTEM_AGENTS):
                     continue
+                if "dryRun=" in ev.get("requestURI", ""):
+                    continue  # a server-side dry run (check mode) is logged with its verb but persists nothing
                 ref = ev.get("objectRef", {})
                 out.append({"verb": ev["verb"], "resource": ref.get("resource"), "subresource": ref.get("subresource"),
                             "namespace": ref.get("namespace"), "name": ref.get("name"), "user_agent": agent,
