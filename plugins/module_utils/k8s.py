@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 import traceback
 
@@ -606,6 +607,8 @@ class K8s:
         self.calls = []
         self.write_count = 0
         self._dynamic = None
+        # Callers may send requests from a few threads (node_pool's parallel patches).
+        self._count_lock = threading.Lock()
 
     @classmethod
     def from_params(cls, params=None, environ=None, **kwargs):
@@ -639,9 +642,10 @@ class K8s:
         method = method.upper()
         headers = {"Accept": "application/json",
                    "Content-Type": content_type or "application/json"}
-        self.calls.append((method, path))
-        if method in WRITE_VERBS:
-            self.write_count += 1
+        with self._count_lock:
+            self.calls.append((method, path))
+            if method in WRITE_VERBS:
+                self.write_count += 1
         verb = verb or method
         try:
             status, reason, data = self._send(method, path, list(query or []), headers, body)
@@ -752,12 +756,14 @@ class K8s:
     def patch_node(self, name, patch, patch_type="merge"):
         return self.patch("v1", "Node", name, patch, patch_type=patch_type)
 
-    def patch_node_with_retry(self, name, build_patch, node=None, retries=5):
+    def patch_node_with_retry(self, name, build_patch, node=None, retries=5, precondition=None):
         """Patch a node with a resourceVersion precondition, re-reading it on 409.
 
         ``build_patch(node)`` returns the patch for the node as it is now (without
-        resourceVersion) or None when nothing needs to change. Returns
-        ``(node_after, patches_sent)``.
+        resourceVersion) or None when nothing needs to change. ``precondition(patch)``
+        says whether this patch needs the precondition (default: always); a merge patch
+        of single map keys does not, and then cannot conflict with kubelet heartbeats.
+        Returns ``(node_after, patches_sent)``.
         """
         attempts = 0
         while True:
@@ -769,7 +775,8 @@ class K8s:
             patch = build_patch(node)
             if not patch:
                 return node, attempts
-            patch = with_resource_version(patch, (node.get("metadata") or {}).get("resourceVersion"))
+            if precondition is None or precondition(patch):
+                patch = with_resource_version(patch, (node.get("metadata") or {}).get("resourceVersion"))
             attempts += 1
             try:
                 return self.patch_node(name, patch), attempts

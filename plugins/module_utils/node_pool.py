@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.gpuops.llm.plugins.module_utils.k8s import (
     TAINT_EFFECTS,
@@ -550,9 +552,22 @@ def plan_pools(pools, nodes, release_unselected=True, gpu_evidence_labels=()):
 # ---------------------------------------------------------------------------------------
 
 
+# PATCH requests in flight at once. One round trip per node was what bounded a 1,000-node first
+# run (docs/benchmarks.md); a few concurrent requests stay far below the apiserver's default
+# --max-mutating-requests-inflight of 200.
+PATCH_WORKERS = 8
+
+
+def _needs_precondition(patch):
+    """spec.taints is replaced whole (foreign taints are sent back), so it must not overwrite a
+    concurrent change; label and annotation keys merge one by one and need no precondition."""
+    return "spec" in (patch or {})
+
+
 def apply_pools(adapter, pools, check_mode=False, diff=False, release_unselected=True,
-                gpu_evidence_labels=(), conflict_retries=5):
-    """One LIST, the plan, then one PATCH per node that differs (none in check mode).
+                gpu_evidence_labels=(), conflict_retries=5, workers=PATCH_WORKERS):
+    """One LIST, the plan, then one PATCH per node that differs (none in check mode), up to
+    ``workers`` at a time.
 
     Returns the module result (without ``changed`` semantics beyond the counts). On an API
     error part-way the raised ``K8sError`` carries ``result`` with what was done so far.
@@ -568,11 +583,13 @@ def apply_pools(adapter, pools, check_mode=False, diff=False, release_unselected
     patched = []
     by_name = {_meta(n).get("name"): n for n in nodes}
 
-    for change in plan["changes"]:
-        name = change["name"]
-        if not change["changed"]:
-            continue
-        if not check_mode:
+    pending = [c for c in plan["changes"] if c["changed"]]
+    if not check_mode and pending:
+        abort = threading.Event()  # after a failure, patches not yet started are not sent
+
+        def patch_one(change):
+            if abort.is_set():
+                return False
             pool = pools_by_name.get(change["pool"])
 
             def build(node, pool=pool):
@@ -580,14 +597,33 @@ def apply_pools(adapter, pools, check_mode=False, diff=False, release_unselected
                 return compute_node_change(node, pool["name"] if pool else None, labels, taints)["patch"]
 
             try:
-                adapter.patch_node_with_retry(name, build, node=by_name[name], retries=conflict_retries)
-            except Exception as exc:
-                if hasattr(exc, "result"):
-                    exc.result = {"patched_nodes": patched,
-                                  "writes": adapter.write_count - writes_before,
-                                  "failed_node": name}
+                adapter.patch_node_with_retry(change["name"], build, node=by_name[change["name"]],
+                                              retries=conflict_retries, precondition=_needs_precondition)
+            except Exception:
+                abort.set()
                 raise
-            patched.append(name)
+            return True
+
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(pending)))) as pool_executor:
+            futures = [(c["name"], pool_executor.submit(patch_one, c)) for c in pending]
+            failed = None
+            for name, future in futures:  # plan order, so the first failure reported is deterministic
+                exc = future.exception()
+                if exc is None:
+                    if future.result():
+                        patched.append(name)
+                elif failed is None:
+                    failed = (name, exc)
+        if failed is not None:
+            name, exc = failed
+            if hasattr(exc, "result"):
+                exc.result = {"patched_nodes": patched,
+                              "writes": adapter.write_count - writes_before,
+                              "failed_node": name}
+            raise exc
+
+    for change in pending:
+        name = change["name"]
         entry = dict(change["summary"])
         entry["pool"] = change["pool"]
         entry["released"] = change["pool"] is None

@@ -21,7 +21,9 @@ description:
     C(nvidia.com/gpu.count), C(nvidia.com/mig-*)), NFD's C(feature.node.kubernetes.io/pci-10de.present=true),
     or C(nvidia.com/gpu), C(nvidia.com/gpu.shared) or C(nvidia.com/mig-*) capacity.
   - Validates every pool, selection and guard before it changes anything.
-  - Patches carry the node's resourceVersion; on a conflict the node is read again and the patch rebuilt.
+  - Up to 8 nodes are patched at a time. A patch that replaces the node's taints carries the node's
+    resourceVersion; on a conflict the node is read again and the patch rebuilt. Label-only patches merge
+    key by key and carry none, so they cannot conflict with kubelet heartbeats.
 author:
   - gpuops.llm contributors (@gpuops)
 extends_documentation_fragment:

@@ -348,6 +348,7 @@ class FakeNodeApi:
         self.nodes = {n["metadata"]["name"]: copy.deepcopy(n) for n in nodes}
         self.conflicts = set(conflicts)
         self.requests = []
+        self.preconditions = []  # nodes whose PATCH carried a resourceVersion precondition
 
     def param_serialize(self, method, path, query_params=None, header_params=None, body=None, auth_settings=None):
         return method, path, header_params, body, []
@@ -368,10 +369,13 @@ class FakeNodeApi:
             self.conflicts.discard(name)
             current["metadata"]["labels"]["someone-else"] = "raced"
             current["metadata"]["resourceVersion"] = str(int(current["metadata"]["resourceVersion"]) + 1)
-        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+        if "resourceVersion" in body.get("metadata", {}):
+            self.preconditions.append(name)
+        if body.get("metadata", {}).get("resourceVersion", current["metadata"]["resourceVersion"]) != \
+                current["metadata"]["resourceVersion"]:
             return _Resp(409, {"kind": "Status", "reason": "Conflict", "message": "the object has been modified"})
         body = copy.deepcopy(body)
-        body["metadata"].pop("resourceVersion")
+        body.get("metadata", {}).pop("resourceVersion", None)
         updated = apply_patch(current, body)
         updated["metadata"]["resourceVersion"] = str(int(current["metadata"]["resourceVersion"]) + 1)
         self.nodes[name] = updated
@@ -446,6 +450,53 @@ def test_conflict_is_retried_without_losing_the_racing_change():
     assert node_after["metadata"]["labels"]["workload-class"] == "inference"
 
 
+def test_only_taint_patches_carry_a_precondition():
+    # Labels merge key by key; spec.taints is replaced whole, so only it must not race a change.
+    api = FakeNodeApi(_cluster())
+    apply_pools(K8s(api), _seed_pools())
+    assert sorted(api.preconditions) == ["gpu-inf-0", "gpu-inf-1", "gpu-inf-2", "gpu-train-0"]
+    # A label-only change (a new pool label) is sent without one.
+    pools = _seed_pools()
+    pools[0]["labels"]["tier"] = "gold"
+    api.preconditions.clear()
+    result = apply_pools(K8s(api), pools)
+    assert result["nodes_changed"] == 3 and api.preconditions == []
+
+
+def test_patches_go_out_concurrently_up_to_the_worker_count():
+    import threading
+    import time
+
+    class SlowApi(FakeNodeApi):
+        def __init__(self, nodes):
+            super().__init__(nodes)
+            self.lock, self.active, self.peak = threading.Lock(), 0, 0
+
+        def call_api(self, method, url, *a, **kw):
+            if method != "PATCH":
+                return super().call_api(method, url, *a, **kw)
+            with self.lock:
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+            time.sleep(0.05)
+            try:
+                with self.lock:  # the fake's node table is not thread-safe; the real apiserver is
+                    return super().call_api(method, url, *a, **kw)
+            finally:
+                with self.lock:
+                    self.active -= 1
+
+    api = SlowApi(_cluster())
+    result = apply_pools(K8s(api), _seed_pools(), workers=4)
+    assert result["writes"] == 6 and 2 <= api.peak <= 4
+    # Results are reported in plan order (as check mode lists them) whatever order the patches finished in.
+    plan_order = list(apply_pools(K8s(FakeNodeApi(_cluster())), _seed_pools(), check_mode=True)["changes"])
+    assert list(result["changes"]) == plan_order
+    serial = SlowApi(_cluster())
+    apply_pools(K8s(serial), _seed_pools(), workers=1)
+    assert serial.peak == 1 and serial.nodes == api.nodes
+
+
 def test_guard_failure_writes_nothing():
     nodes = _cluster() + [cpu_node("cpu-stray", labels={"pool": "inference"})]
     api = FakeNodeApi(nodes)
@@ -469,6 +520,24 @@ def test_api_error_part_way_reports_what_was_done():
     assert "Node 'gpu-train-0'" in str(info.value) and "403" in str(info.value)
     assert info.value.result["failed_node"] == "gpu-train-0"
     assert set(info.value.result["patched_nodes"]) <= {"cpu-0", "cpu-1", "gpu-inf-0", "gpu-inf-1", "gpu-inf-2"}
+
+    # One worker: the patches after the failing node are not sent at all.
+    api = FakeNodeApi(_cluster())
+    order = list(apply_pools(K8s(FakeNodeApi(_cluster())), _seed_pools(), check_mode=True)["changes"])
+    bad = order[1]
+    plain_call = api.call_api
+
+    def fail_second(method, url, *a, **kw):
+        if method == "PATCH" and url.endswith(bad):
+            return _Resp(403, {"kind": "Status", "reason": "Forbidden", "message": "nodes is forbidden"})
+        return plain_call(method, url, *a, **kw)
+
+    api.call_api = fail_second
+    with pytest.raises(Exception) as info:
+        apply_pools(K8s(api), _seed_pools(), workers=1)
+    assert info.value.result["patched_nodes"] == order[:1] and info.value.result["failed_node"] == bad
+    # (the refused PATCH is answered by fail_second before it reaches the fake's log)
+    assert [url.rsplit("/", 1)[-1] for m, url in api.requests if m == "PATCH"] == order[:1]
 
 
 # --------------------------------------------------------------------------- role defaults mirror the seed
