@@ -542,14 +542,18 @@ def _order(model: GpuModel, wanted: dict) -> list:
 def _backtrack(model: GpuModel, items: list, occupied: int, compute_used: int) -> list | None:
     out: list = []
 
-    def rec(i: int, occ: int, comp: int, min_start: int) -> bool:
+    def rec(i: int, occ: int, comp: int, prev_start: int) -> bool:
         if i == len(items):
             return True
         prof = items[i]
-        lo = min_start if i > 0 and items[i - 1] is prof else -1
-        for s in prof.starts:
-            if s <= lo:
-                continue  # same profile: increasing starts only, avoids trying permutations
+        # Multi-slice instances try their highest legal start first and single slices their
+        # lowest, so the big ones sit at the top and the free slices stay together at the bottom:
+        # adding one more 1g later is then a single create, not a re-layout (docs/benchmarks.md).
+        high_first = prof.size > 1
+        same = i > 0 and items[i - 1] is prof
+        for s in (sorted(prof.starts, reverse=True) if high_first else prof.starts):
+            if same and (s >= prev_start if high_first else s <= prev_start):
+                continue  # same profile: one direction only, avoids trying permutations
             mk = _mask(s, prof.size)
             if occ & mk or comp + prof.slices > model.compute_slices:
                 continue

@@ -415,6 +415,24 @@ def test_solver_moves_an_instance_only_when_it_must():
     assert {"profile": "3g.40gb", "start": 4, "size": 4} in placements
 
 
+def test_big_instances_sit_at_their_highest_start_so_one_more_1g_is_one_create():
+    # H100 (facts/mig-profiles.md): 3g.40gb may start at 0 or 4, 1g.10gb at 0-6. With the 3g at the
+    # top, {3g: 1, 1g: 3} leaves slice 3 free, so a fourth 1g is a single new instance and
+    # nothing is destroyed; with the 3g at 0 the whole GPU would have to be laid out again.
+    three = mig.solve("H100-80GB-HBM3", {"3g.40gb": 1, "1g.10gb": 3})
+    assert {"profile": "3g.40gb", "start": 4, "size": 4} in three
+    assert sorted(p["start"] for p in three if p["profile"] == "1g.10gb") == [0, 1, 2]
+    four = mig.solve("H100-80GB-HBM3", {"3g.40gb": 1, "1g.10gb": 4}, keep=three)
+    current = [dict(p, id=i, slices=1 if p["size"] == 1 else 3, compute_instances=[{"id": 0, "slices": 1 if p["size"] == 1 else 3}])
+               for i, p in enumerate(three)]
+    diff = mig.plan(current, four)
+    assert diff["destroy"] == [] and len(diff["create"]) == 1 and diff["create"][0]["start"] == 3
+    # Two 2g instances take the top pairs (starts 4 and 2), the 1g slices stay at the bottom.
+    two = mig.solve("H100-80GB-HBM3", {"2g.20gb": 2, "1g.10gb": 2})
+    assert sorted(p["start"] for p in two if p["profile"] == "2g.20gb") == [2, 4]
+    assert sorted(p["start"] for p in two if p["profile"] == "1g.10gb") == [0, 1]
+
+
 def test_plan_minimal_diff():
     current = [
         {"id": 1, "profile": "1g.10gb", "start": 0, "size": 1, "slices": 1, "compute_instances": [{"id": 0, "slices": 1}]},
