@@ -442,8 +442,8 @@ def cluster_autoscaler(*node_groups, replicas=1, image="registry.k8s.io/autoscal
 def test_idle_training_pool_that_a_cluster_autoscaler_takes_to_zero():
     train = gpu_node("train-0", gpus=8, labels={"workload-class": "training", "cloud.google.com/gke-nodepool": "train"})
 
-    def idle(*deployments, node=train):
-        return by_id(run(snapshot(nodes=[node], deployments=list(deployments))), "idle-gpu-pool")
+    def idle(*deployments, node=None):
+        return by_id(run(snapshot(nodes=[node or train], deployments=list(deployments))), "idle-gpu-pool")
 
     # --nodes=0:4:train: the autoscaler removes the idle node after scale-down-unneeded-time
     assert idle(cluster_autoscaler("1:10:inf", "0:4:train")) == []
