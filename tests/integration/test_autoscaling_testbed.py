@@ -164,3 +164,33 @@ def test_autoscaling_role_on_the_testbed(testbed, namespace, tmp_path):
     assert failed is not None and failed.get("failed")
     assert "%s/llama-cpu" % namespace in failed["msg"] and "cpu" in failed["msg"]
     assert [w for w in our_writes(testbed, marker, namespace) if w["resource"] == "scaledobjects"] == []
+
+
+BAD_MODELS = {
+    "queue threshold 0": ({"queue_threshold": 0}, "queue_threshold"),
+    "negative queue threshold": ({"queue_threshold": -3}, "queue_threshold"),
+    "GPU threshold 0": ({"gpu_threshold": 0}, "gpu_threshold"),
+    "min above max": ({"min_replicas": 5, "max_replicas": 2}, "max_replicas"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MODELS))
+def test_bad_model_settings_fail_naming_the_field_and_write_nothing(testbed, namespace, tmp_path, case):
+    # A good model next to the bad one: validation covers every model before the first write.
+    over, field = BAD_MODELS[case]
+    apps = client.AppsV1Api(testbed.api)
+    apps.create_namespaced_deployment(namespace, gpu_deployment("llama3-8b", {"nvidia.com/gpu": "1"}))
+    apps.create_namespaced_deployment(namespace, gpu_deployment("bad", {"nvidia.com/gpu": "1"}))
+    extra = {"ansible_python_interpreter": sys.executable, "autoscaling_namespace": namespace,
+             "autoscaling_prometheus_url": PROM,
+             "autoscaling_models": [{"name": "llama3-8b", "served_model_name": SERVED},
+                                    dict({"name": "bad", "served_model_name": SERVED}, **over)]}
+    marker = testbed.audit_marker()
+    rc, data = run_play_json(testbed, tmp_path, PLAYBOOK, extra)
+    assert rc != 0
+    failed = task_result(data, "Apply the KEDA ScaledObjects of the models")
+    assert failed is not None and failed.get("failed"), json.dumps(data)[-3000:]
+    assert field in failed["msg"] and "bad" in failed["msg"], failed["msg"]
+    assert [w for w in our_writes(testbed, marker, namespace) if w["resource"] == "scaledobjects"] == []
+    custom = client.CustomObjectsApi(testbed.api)
+    assert custom.list_namespaced_custom_object("keda.sh", "v1alpha1", namespace, "scaledobjects")["items"] == []
