@@ -18,4 +18,9 @@ for b in "${books[@]}"; do
   echo "=== ansible-playbook -i inventories/testbed $b"
   ansible-playbook -i inventories/testbed "$b" "$@"
 done
+# The audit of what was just deployed (read-only; a clean site.yml finds nothing).
+rm -f "$GPUOPS_TESTBED_HOME/audit.json"
+echo "=== ansible-playbook -i inventories/testbed playbooks/audit.yml"
+ansible-playbook -i inventories/testbed playbooks/audit.yml -e "cluster_audit_json_path=$GPUOPS_TESTBED_HOME/audit.json" \
+  >/dev/null || echo "audit.yml failed; rerun it by hand to see why"
 python testbed/summary.py

@@ -1,9 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) 2026 gpuops.llm contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Print a short summary of the testbed: nodes per pool, GPUs and MIG devices advertised, workloads."""
+"""Print a short summary of the testbed: nodes per pool, GPUs and MIG devices advertised, workloads,
+and the findings of playbooks/audit.yml when scripts/run.sh ran it (<testbed home>/audit.json)."""
 from __future__ import annotations
 
+import json
 import sys
 
 from kubernetes import client
@@ -32,6 +34,13 @@ def main() -> int:
             ready = d.status.number_ready if kind == "DaemonSet" else d.status.ready_replicas
             want = d.status.desired_number_scheduled if kind == "DaemonSet" else d.spec.replicas
             print(f"  {kind:<10} {d.metadata.namespace}/{d.metadata.name}: {ready or 0}/{want} ready")
+    audit = tb.home / "audit.json"
+    if audit.exists():
+        result = json.loads(audit.read_text())
+        counts = ", ".join(f"{n} {sev}" for sev, n in result["counts"].items() if n) or "none"
+        print(f"\nAudit (playbooks/audit.yml, read-only): {result['total']} finding(s): {counts}")
+        for f in result["findings"]:
+            print(f"  {f['severity']:<8} {f['id']}: {f['object']}")
     return 0
 
 
