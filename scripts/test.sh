@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run every test tier: unit, integration on the local testbed, ansible-lint, ansible-test sanity,
-# and the collection build + install check. Exits non-zero if any tier fails.
+# Run every test tier: unit, integration on the local testbed, the molecule scenario, ansible-lint,
+# ansible-test sanity, and the collection build + install check. Exits non-zero if any tier fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh || exit 1
@@ -15,6 +15,11 @@ python -m pytest -p no:cacheprovider -n 2 tests/unit || rc=1
 
 step "integration on the testbed (pytest, serial: the tests share one cluster)"
 python -m pytest -p no:cacheprovider tests/integration || rc=1
+
+step "molecule (own testbed: create, converge site.yml, idempotence, verify with the audit, destroy)"
+MOLECULE_HOME=$(mktemp -d /tmp/gpuops-molecule.XXXXXX)
+GPUOPS_TESTBED_HOME=$MOLECULE_HOME molecule test || rc=1
+rm -rf "$MOLECULE_HOME"
 
 step "collection build + install"
 bash tests/sanity/build_install.sh || rc=1
