@@ -12,7 +12,6 @@ import collections
 import json
 import os
 import pathlib
-import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "testbed"))
 import collection_path  # noqa: E402
+import playlog  # noqa: E402
 
 COLLECTIONS = collection_path.ensure()
 if str(COLLECTIONS) not in sys.path:
@@ -39,10 +39,6 @@ SYSTEM_AGENTS = ("kwok", "kube-controller-manager", "kube-scheduler", "kube-apis
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
 
-TASK_RE = re.compile(r"^TASK \[(.*)\] \*+$")
-CHANGED_RE = re.compile(r"^changed: \[([^\]\s]+)(?: -> [^\]]+)?\]")
-RECAP_RE = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)"
-                      r"\s+rescued=(\d+)\s+ignored=(\d+)", re.M)
 
 
 def log(msg: str) -> None:
@@ -61,16 +57,8 @@ class Instance:
         self.spec_path = home / "spec.yml"
         with open(self.spec_path, "w", encoding="utf-8") as f:
             yaml.safe_dump({"cluster_name": name, "nodes": nodes}, f, sort_keys=False)
-        old = os.environ.get("GPUOPS_TESTBED_HOME")
-        os.environ["GPUOPS_TESTBED_HOME"] = str(home)
-        try:
-            import testbed as tb_mod
-            self.tb = tb_mod.Testbed(self.spec_path)
-        finally:
-            if old is None:
-                os.environ.pop("GPUOPS_TESTBED_HOME", None)
-            else:
-                os.environ["GPUOPS_TESTBED_HOME"] = old
+        import testbed as tb_mod
+        self.tb = tb_mod.Testbed(self.spec_path, home_dir=home)
         self.home = home
         self.kubeconfig = str(self.tb.kubeconfig)
 
@@ -190,31 +178,15 @@ def run_playbook(inst: Instance, playbook, inventory, *args: str, check: bool = 
     t0 = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd=str(ROOT))
     wall = time.monotonic() - t0
-    recap = {}
-    for m in RECAP_RE.finditer(proc.stdout):
-        recap[m.group(1)] = dict(zip(("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored"),
-                                     map(int, m.groups()[1:])))
-    # Which task changed which host, from the default callback's "TASK [...]" and "changed: [host]" lines.
-    changed_tasks = collections.defaultdict(list)
-    failed_tasks = []
-    task = None
-    for line in proc.stdout.splitlines():
-        m = TASK_RE.match(line)
-        if m:
-            task = m.group(1)
-            continue
-        if line.startswith("fatal: [") and task:
-            failed_tasks.append({"task": task, "line": line[:400]})
-        m = CHANGED_RE.match(line)
-        if m and task:
-            changed_tasks[task].append(m.group(1))
+    recap = playlog.recap(proc.stdout)
     # Ansible counts a changed result under ok as well.
     tasks = sum(h["ok"] + h["failed"] + h["skipped"] + h["unreachable"] for h in recap.values())
     return {"rc": proc.returncode, "wall_s": round(wall, 2), "recap": recap, "tasks": tasks,
             "changed": sum(h["changed"] for h in recap.values()),
             "failed": sum(h["failed"] + h["unreachable"] for h in recap.values()),
-            "changed_tasks": {t: sorted(set(h)) for t, h in changed_tasks.items()},
-            "failed_tasks": failed_tasks,
+            # Which task changed which host (check-mode stand-ins counted as their task), and failures.
+            "changed_tasks": playlog.changed_tasks(proc.stdout),
+            "failed_tasks": playlog.failed_tasks(proc.stdout),
             "output_tail": (proc.stdout + proc.stderr)[-3000:] if proc.returncode else ""}
 
 

@@ -48,10 +48,11 @@ def load_spec(path: pathlib.Path | None = None) -> dict:
 
 
 class Testbed:
-    def __init__(self, spec_path: pathlib.Path | None = None):
+    def __init__(self, spec_path: pathlib.Path | None = None, home_dir: pathlib.Path | None = None):
+        """home_dir: a private instance's directory (benchmarks, the check-mode test); default home()."""
         self.spec = load_spec(spec_path)
         self.name = self.spec["cluster_name"]
-        self.home = home()
+        self.home = pathlib.Path(home_dir) if home_dir else home()
         self.kubeconfig = self.home / "kubeconfig"
         self.nvml_dir = self.home / "nvml"
         self.workdir = self.home / "kwok"

@@ -12,6 +12,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "testbed"))
 
+import playlog  # noqa: E402
 import testbed as tb_mod  # noqa: E402
 
 # Components whose own writes (heartbeats, bindings, status) are not ours to count.
@@ -87,7 +88,6 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.5, what: str = 
 
 def run_playbook(testbed: TestbedHandle, playbook, *args: str, check: bool = False, timeout: int = 600):
     """ansible-playbook -i inventories/testbed; returns (rc, stdout, recap {host: {ok, changed, failed...}})."""
-    import re
     import subprocess
 
     env = testbed.env()
@@ -98,12 +98,7 @@ def run_playbook(testbed: TestbedHandle, playbook, *args: str, check: bool = Fal
     cmd = [str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i", str(ROOT / "inventories" / "testbed"),
            str(playbook), *args] + (["--check"] if check else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd=str(ROOT))
-    recap = {}
-    for m in re.finditer(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)"
-                         r"\s+rescued=(\d+)\s+ignored=(\d+)", proc.stdout, re.M):
-        recap[m.group(1)] = dict(zip(("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored"),
-                                     map(int, m.groups()[1:])))
-    return proc.returncode, proc.stdout + proc.stderr, recap
+    return proc.returncode, proc.stdout + proc.stderr, playlog.recap(proc.stdout)
 
 
 def run_play_json(testbed: TestbedHandle, tmp_path, playbook_text: str, extra: dict, check: bool = False):

@@ -6,27 +6,21 @@
 A private testbed (own home, own cluster name, same nodes as testbed/cluster.yml) is brought up for
 this module, so "fresh" means fresh whatever ran before on the shared one. The comparison is task
 by task and host by host. A task that check mode cannot run (objects in a namespace that does not
-exist yet) has a stand-in named like the real task plus a "(check mode, ...)" suffix; the two are
-paired by that name. Week 1's verify play is skipped in check mode: it waits for GPUs that a dry
+exist yet) has a stand-in named like the real task plus a "(check mode, ...)" suffix;
+testbed/playlog.py pairs the two by that name. Week 1's verify play is skipped in check mode: it waits for GPUs that a dry
 run never advertises and never reports a change.
 """
 from __future__ import annotations
 
-import collections
-import os
-import re
-
 import pytest
 import yaml
 
+import playlog
 from conftest import ROOT, TestbedHandle, run_playbook, tb_mod
 
 pytestmark = pytest.mark.integration
 
 SITE = ROOT / "playbooks" / "site.yml"
-TASK_RE = re.compile(r"^TASK \[(.*)\] \*+$")
-CHANGED_RE = re.compile(r"^changed: \[([^\]\s]+)(?: -> [^\]]+)?\]")
-STAND_IN_RE = re.compile(r" \(check mode, [^)]*\)$")
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +30,7 @@ def fresh(tmp_path_factory):
     spec["cluster_name"] = "gpuops-check"
     spec_path = home / "cluster.yml"
     spec_path.write_text(yaml.safe_dump(spec))
-    saved = os.environ.get("GPUOPS_TESTBED_HOME")
-    os.environ["GPUOPS_TESTBED_HOME"] = str(home)
-    try:
-        tb = tb_mod.Testbed(spec_path)
-    finally:
-        if saved is None:
-            os.environ.pop("GPUOPS_TESTBED_HOME", None)
-        else:
-            os.environ["GPUOPS_TESTBED_HOME"] = saved
+    tb = tb_mod.Testbed(spec_path, home_dir=home)
     tb.up()
     try:
         yield TestbedHandle(tb)
@@ -57,21 +43,6 @@ def nvml_writes(handle):
     return {p.stem: len(nvml_sim.mutating_calls(str(p))) for p in sorted(handle.nvml_dir.glob("*.json"))}
 
 
-def changed_tasks(output):
-    """{task name: sorted hosts it changed}, stand-ins folded onto the task they stand in for."""
-    out = collections.defaultdict(set)
-    task = None
-    for line in output.splitlines():
-        m = TASK_RE.match(line)
-        if m:
-            task = STAND_IN_RE.sub("", m.group(1))
-            continue
-        m = CHANGED_RE.match(line)
-        if m and task:
-            out[task].add(m.group(1))
-    return {t: sorted(h) for t, h in out.items()}
-
-
 def test_check_on_a_fresh_testbed_predicts_the_converge(fresh):
     nvml_before = nvml_writes(fresh)
     marker = fresh.audit_marker()
@@ -80,12 +51,12 @@ def test_check_on_a_fresh_testbed_predicts_the_converge(fresh):
     # Check mode writes nothing: no API write (server-side dry runs excluded), no NVML write.
     assert fresh.audit_writes(marker) == []
     assert nvml_writes(fresh) == nvml_before
-    predicted = changed_tasks(out)
+    predicted = playlog.changed_tasks(out)
 
     marker = fresh.audit_marker()
     rc, out, real_recap = run_playbook(fresh, SITE, timeout=1200)
     assert rc == 0, out[-5000:]
-    actual = changed_tasks(out)
+    actual = playlog.changed_tasks(out)
     writes = fresh.audit_writes(marker)
     # The real run did change the cluster and the GPUs, so agreement below is not two empty sets.
     assert len(writes) > 20 and nvml_writes(fresh) != nvml_before
