@@ -905,8 +905,8 @@ def check_idle_pools(snap, offpeak_pools):
         if not idle:
             continue
         group = autoscaled.get(pool)
-        kept = [n for n in idle if str((_meta(snap.node_by_name[n]).get("annotations") or {}).get(
-            SCALE_DOWN_DISABLED, "")).lower() == "true"]
+        annotations = {n: _meta(snap.node_by_name[n]).get("annotations") or {} for n in idle}
+        kept = [n for n in idle if str(annotations[n].get(SCALE_DOWN_DISABLED, "")).lower() == "true"]
         if group and group["min_nodes"] == 0 and not kept:
             # A Cluster Autoscaler may take this pool to zero and nothing stops it: the idle nodes
             # go after --scale-down-unneeded-time, which is the policy working, not waste.
