@@ -40,7 +40,6 @@ WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
 
 
-
 def log(msg: str) -> None:
     sys.stderr.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
     sys.stderr.flush()
