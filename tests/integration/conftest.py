@@ -1,4 +1,4 @@
-"""The testbed fixture: one real control plane per test session (or a running one, reused)."""
+"""The testbed fixture: one private, fresh control plane per test session."""
 from __future__ import annotations
 
 import json
@@ -61,16 +61,26 @@ class TestbedHandle:
 
 
 @pytest.fixture(scope="session")
-def testbed():
-    tb = tb_mod.Testbed()
-    reuse = tb.healthy()
-    if not reuse:
-        tb.up()
-    else:
-        tb.ensure_nodes()
-        tb.start_agent()
+def testbed(tmp_path_factory):
+    """A private testbed of the integration tier, fresh each session: never the default one that
+    `make run` rehearses on, whose deployed models and MIG layouts are not the tests' to assume.
+    GPUOPS_TEST_TESTBED_HOME names its home (a tmp directory by default); GPUOPS_TESTBED_KEEP=1
+    leaves it running afterwards."""
+    import yaml
+
+    home = pathlib.Path(os.environ.get("GPUOPS_TEST_TESTBED_HOME") or tmp_path_factory.mktemp("testbed"))
+    if home.resolve() == tb_mod.home().resolve():
+        pytest.exit("GPUOPS_TEST_TESTBED_HOME must not be the default testbed's home %s" % home, returncode=2)
+    home.mkdir(parents=True, exist_ok=True)
+    spec = tb_mod.load_spec()
+    spec["cluster_name"] = "gpuops-it"
+    spec_path = home / "cluster.yml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    tb = tb_mod.Testbed(spec_path, home_dir=home)
+    tb.down()  # whatever an interrupted session left in this home
+    tb.up()
     yield TestbedHandle(tb)
-    if not reuse and os.environ.get("GPUOPS_TESTBED_KEEP") != "1":
+    if os.environ.get("GPUOPS_TESTBED_KEEP") != "1":
         tb.down()
 
 
