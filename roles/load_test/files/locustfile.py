@@ -4,7 +4,8 @@
 """Locust load test for an OpenAI-compatible LLM server (vLLM), used by gpuops.llm.load_test.
 
 Settings come from the environment: LLM_MODEL, LLM_ENDPOINT (completions or chat), LLM_STREAM,
-LLM_MAX_TOKENS, LLM_PROMPTS (JSON list), LLM_TIMEOUT. With streaming, the time to the first
+LLM_MAX_TOKENS, LLM_PROMPTS (JSON list), LLM_TIMEOUT, and LLM_API_KEY (sent as a Bearer token when
+set: vLLM's --api-key guards /v1/*). With streaming, the time to the first
 token is recorded as its own request type, TTFT, and a request's latency runs to its last
 token. Output tokens come from the server's usage (stream_options.include_usage), falling back
 to one token per streamed chunk. When the test stops, one line "GPUOPS_LOAD_TEST_RESULT {json}"
@@ -27,6 +28,8 @@ MAX_TOKENS = int(os.environ.get("LLM_MAX_TOKENS", "128"))
 PROMPTS = json.loads(os.environ.get("LLM_PROMPTS", '["Hello"]'))
 TIMEOUT = float(os.environ.get("LLM_TIMEOUT", "120"))
 PATH = "/v1/chat/completions" if ENDPOINT == "chat" else "/v1/completions"
+API_KEY = os.environ.get("LLM_API_KEY", "")
+HEADERS = {"Authorization": "Bearer " + API_KEY} if API_KEY else {}
 
 OUTPUT_TOKENS = {"count": 0}
 TIMES = {"first": None, "last": None}
@@ -75,7 +78,7 @@ class LLMUser(HttpUser):
         start = time.perf_counter()
         TIMES["first"] = TIMES["first"] or time.time()
         with self.client.post(PATH, json=request_body(prompt), stream=STREAM, timeout=TIMEOUT,
-                              name=PATH, catch_response=True) as resp:
+                              headers=HEADERS, name=PATH, catch_response=True) as resp:
             if resp.status_code != 200:
                 resp.failure("HTTP %s: %s" % (resp.status_code, (resp.text or "")[:200]))
                 return
