@@ -246,7 +246,7 @@ def test_device_plugin_scenarios(rendered, mig, share):
     objs = rendered.dp(f"{mig}-{share}")
     for o in objs:
         assert o["apiVersion"] and o["kind"] and o["metadata"]["name"]
-        if o["kind"] not in ("Namespace", "ClusterRole"):
+        if o["kind"] not in ("Namespace", "ClusterRole", "RuntimeClass"):
             assert o["metadata"]["namespace"] == "nvidia-device-plugin"
     plugin = _one(objs, "DaemonSet", "nvidia-device-plugin")
     gfd = _one(objs, "DaemonSet", "gpu-feature-discovery")
@@ -330,8 +330,10 @@ def test_gfd_rbac_and_output(rendered):
     objs = rendered.dp("none-none")
     role = _one(objs, "ClusterRole")
     # GFD publishes NodeFeature objects; it must not be able to write Node objects directly.
+    # ...and read its own pod for the NodeFeature's owner references (chart templates/role.yml).
     assert role["rules"] == [{"apiGroups": ["nfd.k8s-sigs.io"], "resources": ["nodefeatures"],
-                              "verbs": ["get", "list", "watch", "create", "update"]}]
+                              "verbs": ["get", "list", "watch", "create", "update"]},
+                             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]
     binding = _one(objs, "RoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "gpu-feature-discovery",
