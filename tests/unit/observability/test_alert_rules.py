@@ -169,7 +169,7 @@ def test_runbook_exists_and_says_what_it_means_how_to_confirm_and_what_to_do(ale
 def test_metric_names_follow_the_facts():
     exprs = "\n".join(rule["expr"] for rule in all_rules(render_rules()))
     for name in ("vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-                 "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_DEV_XID_ERRORS",
+                 "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_EXP_XID_ERRORS_COUNT",
                  "kube_pod_status_phase", "kube_pod_container_resource_requests"):
         assert name in exprs, name
     assert not re.search(r"\bvllm_", exprs), "underscore spelling of a vLLM metric"
@@ -267,8 +267,9 @@ OVERRIDE_CASES = {
     "dcgm_selector_and_extra_labels": (
         {"observability_dcgm_selector": 'job="dcgm-exporter"', "observability_alert_extra_labels": {"team": "ml"}},
         "GPUXidError",
-        [('DCGM_FI_DEV_XID_ERRORS{gpu="0",job="dcgm-exporter"}', "48"), ('DCGM_FI_DEV_XID_ERRORS{gpu="0",job="other"}', "48")],
-        ['gpu="0",job="dcgm-exporter",severity="critical",team="ml"'],
+        [('DCGM_EXP_XID_ERRORS_COUNT{gpu="0",xid="48",job="dcgm-exporter"}', "1"),
+         ('DCGM_EXP_XID_ERRORS_COUNT{gpu="0",xid="48",job="other"}', "1")],
+        ['gpu="0",job="dcgm-exporter",severity="critical",team="ml",xid="48"'],
     ),
 }
 
