@@ -8,7 +8,9 @@ It answers /health, /v1/models, /v1/completions and /v1/chat/completions like vL
 when stream_options.include_usage is set, then "data: [DONE]") over chunked transfer encoding.
 The first token comes after `first_token_delay` seconds and each further token after
 `token_delay`, so a client's TTFT and latency have known lower bounds. `fail_every` = N makes
-every Nth generation request an HTTP 500. Bound to 127.0.0.1 on a free port.
+every Nth generation request an HTTP 500. `api_key` set makes /v1/* answer 401 without
+"Authorization: Bearer <key>" while /health stays open, as vLLM's --api-key does. Bound to
+127.0.0.1 on a free port.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ class FakeOpenAIServer:
         self.token_delay = token_delay
         self.max_tokens_cap = max_tokens_cap
         self.fail_every = 0
+        self.api_key = ""
         self._lock = threading.Lock()
         self.counts = {"generate": 0, "failed": 0, "tokens": 0}
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -85,7 +88,19 @@ class FakeOpenAIServer:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
 
+            def _unauthorized(self):
+                """vLLM's middleware: /v1 needs the Bearer key when one is configured."""
+                if server.api_key and self.path.startswith("/v1") and \
+                        self.headers.get("Authorization") != "Bearer " + server.api_key:
+                    with server._lock:
+                        server.counts["unauthorized"] = server.counts.get("unauthorized", 0) + 1
+                    self._json(401, {"error": "Unauthorized"})
+                    return True
+                return False
+
             def do_GET(self):
+                if self._unauthorized():
+                    return
                 if self.path == "/health":
                     self.send_response(200)
                     self.send_header("Content-Length", "0")
@@ -98,6 +113,9 @@ class FakeOpenAIServer:
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
+                if self._unauthorized():
+                    self.rfile.read(length)
+                    return
                 try:
                     body = json.loads(self.rfile.read(length) or b"{}")
                 except ValueError:

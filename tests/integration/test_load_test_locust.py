@@ -79,9 +79,10 @@ def job(server, tmp_path_factory):
     return {"locustfile": cm["data"]["locustfile.py"], "container": container}
 
 
-def _run_job_locally(job, tmp_path):
+def _run_job_locally(job, tmp_path, secrets=None):
     """The Job's command with the Job's environment, paths moved from /config and /tmp into tmp_path.
-    stdout and stderr are merged, as in a pod's log."""
+    secretKeyRef entries resolve from `secrets` ({(name, key): value}), as the kubelet would; stdout
+    and stderr are merged, as in a pod's log."""
     if not (BIN / "locust").exists() and not shutil.which("locust"):
         pytest.skip("locust is not installed (requirements/test.txt)")
     (tmp_path / "config").mkdir(exist_ok=True)
@@ -89,7 +90,13 @@ def _run_job_locally(job, tmp_path):
     c = job["container"]
     script = c["args"][0].replace("/config/", "\0CONFIG").replace("/tmp/", "\0TMP")
     script = script.replace("\0CONFIG", str(tmp_path / "config") + "/").replace("\0TMP", str(tmp_path) + "/")
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {}
+    for e in c["env"]:
+        if "valueFrom" in e:
+            ref = e["valueFrom"]["secretKeyRef"]
+            env[e["name"]] = (secrets or {})[(ref["name"], ref["key"])]
+        else:
+            env[e["name"]] = e["value"]
     env.update(HOME=str(tmp_path), PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""))
     proc = subprocess.run(c["command"] + [script], env=env, cwd=str(tmp_path), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=DURATION + 60, check=False)
@@ -162,3 +169,32 @@ def test_locust_reports_engine_failures(server, job, tmp_path):
     assert abs(r["failure_ratio"] - 1 / 3.0) < 0.1, r
     # failed requests carry no tokens
     assert r["output_tokens"] == (r["requests"] - r["failures"]) * MAX_TOKENS
+
+
+def test_locust_sends_the_api_key_from_the_secret(server, tmp_path):
+    """A model with api_key_secret: vLLM answers 401 on /v1/* without the Bearer key. The rendered
+    Job reads the key from the Secret (secretKeyRef, resolved here as the kubelet would) and every
+    request passes; the same Job with a wrong key fails every request."""
+    key = "sk-LOCUSTTESTKEY0123456789"
+    manifests = _playbook(tmp_path, [_include("render"), {"name": "Keep the manifests", "ansible.builtin.set_fact": {
+        "__out": "{{ __load_test_manifests }}"}}],
+        dict(_role_vars(server.url), load_test_api_key_secret="llm-api-key", load_test_duration_seconds=4))
+    assert key not in json.dumps(manifests)
+    cm = [m for m in manifests if m["kind"] == "ConfigMap"][0]
+    container = [m for m in manifests if m["kind"] == "Job"][0]["spec"]["template"]["spec"]["containers"][0]
+    keyed = {"locustfile": cm["data"]["locustfile.py"], "container": container}
+    server.api_key, server.fail_every = key, 0
+    try:
+        before = server.counts.get("unauthorized", 0)
+        rc, log = _run_job_locally(keyed, tmp_path, {("llm-api-key", "api-key"): key})
+        assert rc == 0, log[-3000:]
+        r = _parse(tmp_path, log, server.url)["results"]
+        assert r["requests"] > 0 and r["failures"] == 0, r
+        assert server.counts.get("unauthorized", 0) == before
+        rc, log = _run_job_locally(keyed, tmp_path, {("llm-api-key", "api-key"): "wrong"})
+        assert rc == 0, log[-3000:]
+        r = _parse(tmp_path, log, server.url)["results"]
+        assert r["requests"] > 0 and r["failures"] == r["requests"], r
+        assert server.counts["unauthorized"] > before
+    finally:
+        server.api_key = ""
