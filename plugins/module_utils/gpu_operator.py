@@ -84,7 +84,9 @@ def mig_settings(policy: dict) -> dict:
         # GetConfigMapName: a name other than the default one is a custom ConfigMap.
         "config_map": name or DEFAULT_MIG_CONFIGMAP,
         "config_map_custom": bool(name) and name != DEFAULT_MIG_CONFIGMAP,
-        "default_config": config.get("default", DEFAULT_MIG_CONFIG),
+        # +kubebuilder:default=all-disabled applies inside a config object; none means no default label
+        # (nodelabeling_controller.go labels only when it is all-disabled).
+        "default_config": config.get("default", DEFAULT_MIG_CONFIG) if "config" in manager else "",
     }
 
 

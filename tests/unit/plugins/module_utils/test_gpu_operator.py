@@ -84,7 +84,8 @@ def test_ignored_duplicate_policies_are_skipped():
 def test_mig_settings_follow_the_operator_defaults():
     assert go.mig_settings(_policy()) == {"strategy": "none", "manager_enabled": True,
                                           "config_map": "default-mig-parted-config", "config_map_custom": False,
-                                          "default_config": "all-disabled"}
+                                          "default_config": ""}
+    assert go.mig_settings(_policy(spec={"migManager": {"config": {}}}))["default_config"] == "all-disabled"
     s = go.mig_settings(_policy(spec={"mig": {"strategy": "mixed"},
                                       "migManager": {"config": {"name": "custom", "default": ""}}}))
     assert (s["strategy"], s["config_map"], s["config_map_custom"], s["default_config"]) == ("mixed", "custom", True, "")
