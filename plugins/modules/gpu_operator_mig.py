@@ -57,6 +57,12 @@ options:
     description: Operator namespace when the ClusterPolicy's C(status.namespace) does not say.
     type: str
     default: gpu-operator
+  resources:
+    description:
+      - The GPU resources the layout gives under the mixed strategy (RV(gpuops.llm.mig_config#module:resources)).
+        RV(expected_resources) translates them to what the operator's device plugin advertises under the
+        ClusterPolicy's C(spec.mig.strategy).
+    type: dict
   wait:
     description: Wait for C(nvidia.com/mig.config.state) to become C(success) (or fail on C(failed)).
     type: bool
@@ -110,6 +116,17 @@ state:
   description: C(nvidia.com/mig.config.state) at the end (C(success) after a wait).
   returned: success
   type: str
+expected_resources:
+  description:
+    - What the node should advertise once the operator's device plugin is back, under its MIG strategy
+      (mixed as given, single as C(nvidia.com/gpu)); null without O(resources) or under C(none).
+  returned: success
+  type: dict
+  sample: {"nvidia.com/mig-1g.10gb": 7}
+mig_strategy:
+  description: The ClusterPolicy's C(spec.mig.strategy).
+  returned: success
+  type: str
 actions:
   description: Writes done, in order (config-map, label).
   returned: always
@@ -137,6 +154,7 @@ def main():
         namespace=dict(type="str", default=gpu_operator.DEFAULT_NAMESPACE),
         wait=dict(type="bool", default=True),
         timeout=dict(type="int", default=600),
+        resources=dict(type="dict"),
     )
     module = AnsibleModule(
         argument_spec=spec,
@@ -166,6 +184,10 @@ def main():
         request = gpu_operator.MigManagerRequest(k8s, p["node"], operator)
         resolved = request.resolve(preset=p["preset"], entries=entries, label=label)
         result = request.apply(resolved, wait=p["wait"], timeout=p["timeout"], check_mode=module.check_mode)
+        result["mig_strategy"] = operator["mig"]["strategy"]
+        result["expected_resources"] = gpu_operator.expected_resources(
+            {str(k): int(v) for k, v in p["resources"].items()} if p["resources"] is not None else None,
+            operator["mig"]["strategy"])
     except (gpu_operator.OperatorError, mig.MigError) as exc:
         module.fail_json(msg=str(exc), actions=request.actions if request else [])
     except K8sError as exc:
