@@ -35,6 +35,21 @@ BIG = {"model_type": "llama", "hidden_size": 8192, "num_hidden_layers": 80, "num
        "torch_dtype": "bfloat16", "max_position_embeddings": 8192}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def nvidia_runtime_class(testbed):
+    """The RuntimeClass vllm_service's GPU pods name (runtimeClassName: nvidia), as week 1's
+    nvidia_container_toolkit creates it (or a GPU Operator does): without it the apiserver's
+    RuntimeClass admission rejects every pod. Created here when absent, never deleted (other
+    modules of the session may use it)."""
+    node = client.NodeV1Api(testbed.api)
+    try:
+        node.create_runtime_class({"metadata": {"name": "nvidia"}, "handler": "nvidia"})
+    except client.exceptions.ApiException as e:
+        if e.status != 409:
+            raise
+    return "nvidia"
+
+
 def _advertising(v1, resource):
     return [n.metadata.name for n in v1.list_node().items
             if int((n.status.allocatable or {}).get(resource, "0")) >= 1]
@@ -235,5 +250,83 @@ def test_triton_model_applied_and_scheduled(testbed, gpu_plugins, namespace, tmp
         # a rerun changes nothing
         rc, out, recap = run_role(testbed, tmp_path, varz)
         assert rc == 0 and recap["changed"] == 0, out[-4000:]
+    finally:
+        _delete_and_wait(v1, namespace)
+
+
+def _ns_writes(testbed, marker, namespace):
+    return [w for w in testbed.audit_writes(marker)
+            if w["namespace"] == namespace or (w["resource"] == "namespaces" and w["name"] == namespace)]
+
+
+def test_rerun_leaves_replicas_to_the_hpa(testbed, gpu_plugins, namespace, tmp_path):
+    """A KEDA-scaled model (the autoscaling role's entries): created with its replicas, then scaled
+    through the scale subresource by another field manager, as KEDA's HPA does. A rerun neither
+    writes nor moves replicas; a rerun that changes another field writes, and replicas stays.
+    The old role re-applied replicas with force_conflicts and took the count back."""
+    v1, apps = client.CoreV1Api(testbed.api), client.AppsV1Api(testbed.api)
+    varz = dict(base_vars(namespace, [model("as-llm", SMALL, "NVIDIA A100-SXM4-80GB", replicas=1)]),
+                vllm_service_metrics="annotations", autoscaling_models=[{"name": "as-llm", "namespace": namespace}])
+    try:
+        rc, out, recap = run_role(testbed, tmp_path, varz)
+        assert rc == 0, out[-6000:]
+        assert apps.read_namespaced_deployment("as-llm", namespace).spec.replicas == 1
+        # the HPA's write: an update of the scale subresource under its own field manager
+        apps.patch_namespaced_deployment_scale("as-llm", namespace, {"spec": {"replicas": 2}},
+                                               field_manager="horizontal-pod-autoscaler")
+        dep = apps.read_namespaced_deployment("as-llm", namespace)
+        assert dep.spec.replicas == 2
+        owners = [f.manager for f in dep.metadata.managed_fields
+                  if "f:replicas" in ((f.fields_v1 or {}).get("f:spec") or {})]
+        assert owners == ["horizontal-pod-autoscaler"], owners
+
+        rc, out, recap = run_role(testbed, tmp_path, varz, check=True)
+        assert rc == 0 and recap["changed"] == 0, out[-4000:]
+        marker = testbed.audit_marker()
+        rc, out, recap = run_role(testbed, tmp_path, varz)
+        assert rc == 0 and recap["changed"] == 0, out[-4000:]
+        assert _ns_writes(testbed, marker, namespace) == [], "a rerun must not write"
+        assert apps.read_namespaced_deployment("as-llm", namespace).spec.replicas == 2
+
+        # another field changes: one apply, without spec.replicas, and the HPA's count stays
+        changed = dict(varz, vllm_service_extra_env=[{"name": "GPUOPS_TEST", "value": "1"}])
+        marker = testbed.audit_marker()
+        rc, out, recap = run_role(testbed, tmp_path, changed)
+        assert rc == 0 and recap["changed"] >= 1, out[-4000:]
+        assert [w["resource"] for w in _ns_writes(testbed, marker, namespace)] == ["deployments"]
+        dep = apps.read_namespaced_deployment("as-llm", namespace)
+        assert dep.spec.replicas == 2
+        assert dep.spec.template.spec.containers[0].env[-1].name == "GPUOPS_TEST"
+        assert dep.spec.template.spec.runtime_class_name == "nvidia"
+        assert dep.spec.template.spec.security_context.run_as_user == 2000
+    finally:
+        _delete_and_wait(v1, namespace)
+
+
+def test_api_key_from_a_secret_never_shown(testbed, gpu_plugins, namespace, tmp_path):
+    """api_key_secret: preflight refuses a missing Secret before any write; with the Secret the pod
+    reads VLLM_API_KEY through secretKeyRef, the key appears in no output, and probes stay on
+    /health."""
+    v1, apps = client.CoreV1Api(testbed.api), client.AppsV1Api(testbed.api)
+    key = "sk-INTEGRATIONAPIKEY0123456789abcdef"
+    varz = dict(base_vars(namespace, [model("key-llm", SMALL, "NVIDIA A100-SXM4-80GB", api_key_secret="llm-api-key")]),
+                vllm_service_metrics="annotations")
+    try:
+        v1.create_namespace({"metadata": {"name": namespace}})
+        marker = testbed.audit_marker()
+        rc, out, recap = run_role(testbed, tmp_path, varz)
+        assert rc != 0 and "API key Secret %s/llm-api-key does not exist" % namespace in out, out[-4000:]
+        assert _ns_writes(testbed, marker, namespace) == [], "a refused run must not write"
+
+        v1.create_namespaced_secret(namespace, {"metadata": {"name": "llm-api-key"}, "stringData": {"api-key": key}})
+        rc, out, recap = run_role(testbed, tmp_path, varz)
+        assert rc == 0, out[-6000:]
+        assert key not in out and base64.b64encode(key.encode()).decode() not in out
+        c = apps.read_namespaced_deployment("key-llm", namespace).spec.template.spec.containers[0]
+        env = [e for e in c.env if e.name == "VLLM_API_KEY"]
+        assert env and env[0].value is None and env[0].value_from.secret_key_ref.name == "llm-api-key"
+        assert key not in " ".join(c.args)
+        assert {c.startup_probe.http_get.path, c.readiness_probe.http_get.path, c.liveness_probe.http_get.path} == {"/health"}
+        wait_for(lambda: _running(v1, namespace, "key-llm"), timeout=120, what="the keyed vLLM pod Running")
     finally:
         _delete_and_wait(v1, namespace)
