@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import posixpath
 import signal
 import sys
 import time
@@ -27,6 +28,7 @@ import collection_path  # noqa: E402
 
 sys.path.insert(0, str(collection_path.ensure()))
 
+import yaml  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 from kubernetes.client.rest import ApiException  # noqa: E402
 
@@ -71,15 +73,69 @@ def operator_pods(v1: client.CoreV1Api) -> dict[str, dict[str, str]]:
     return out
 
 
+TIMESTAMP_LABEL = "nvidia.com/gfd.timestamp"
+PROBLEMS = "gpuops.llm/testbed-node-agent-problems"  # why a component would exit on this node
+_CONFIGS: dict = {}  # pod uid -> the plugin config file it mounts (pods restart when it changes)
+
+
+def plugin_config(v1: client.CoreV1Api, node_name: str):
+    """The config file (parsed YAML) the node's Running device plugin or GFD pod mounts, or None.
+
+    Its `sharing` section decides replicas and the sharing labels (k8s-device-plugin api/config/v1)."""
+    found = None
+    for pod in v1.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node_name}",
+                    label_selector=f"app.kubernetes.io/name in ({DEVICE_PLUGIN},{GFD})").items:
+        if pod.status.phase != "Running" or pod.metadata.deletion_timestamp:
+            continue
+        if pod.metadata.uid not in _CONFIGS:
+            _CONFIGS[pod.metadata.uid] = _read_config(v1, pod)
+        if pod.metadata.labels.get("app.kubernetes.io/name") == DEVICE_PLUGIN or found is None:
+            found = _CONFIGS[pod.metadata.uid]
+    return found
+
+
+def _read_config(v1: client.CoreV1Api, pod):
+    volumes = {v.name: v.config_map.name for v in pod.spec.volumes or [] if v.config_map}
+    for c in pod.spec.containers:
+        path = next((e.value for e in c.env or [] if e.name == "CONFIG_FILE" and e.value), None)
+        if not path:
+            continue
+        for m in c.volume_mounts or []:
+            if m.name in volumes and posixpath.dirname(path) == m.mount_path.rstrip("/"):
+                try:
+                    cm = v1.read_namespaced_config_map(volumes[m.name], pod.metadata.namespace)
+                except ApiException:
+                    return None
+                text = (cm.data or {}).get(posixpath.basename(path))
+                return yaml.safe_load(text) if text else None
+    return None
+
+
 def reconcile_node(v1: client.CoreV1Api, node, state_file: pathlib.Path, comps: dict[str, str]) -> bool:
-    """Bring one node's capacity and labels in line with its simulated GPUs. Returns True if patched."""
-    strategy = comps.get(DEVICE_PLUGIN) or comps.get(GFD) or "none"
+    """Bring one node's capacity and labels in line with its simulated GPUs. Returns True if patched.
+
+    Resources follow the device plugin pod's MIG_STRATEGY, labels the GFD pod's (each may differ).
+    A component that would exit (gfd.PluginError / LabelError) publishes nothing; the reason goes to
+    the PROBLEMS annotation and the agent's log."""
     facts = nvml.host_facts(nvml.get_backend(sim_state=str(state_file)))
-    resources, labels = gfd.node_resources_and_labels(facts, strategy)
-    if DEVICE_PLUGIN not in comps:
-        resources = {}
-    if GFD not in comps:
-        labels = {}
+    node_labels = node.metadata.labels or {}
+    annotations = node.metadata.annotations or {}
+    owned = json.loads(annotations.get(OWNED_LABELS, "[]"))
+    # GFD stamps its labels once, when it starts (cmd/gpu-feature-discovery/main.go), so keep ours.
+    stamp = node_labels.get(TIMESTAMP_LABEL) if TIMESTAMP_LABEL in owned else None
+    plugin_cfg = plugin_config(v1, node.metadata.name) if comps else None
+    problems = {}
+    resources, labels = {}, {}
+    if DEVICE_PLUGIN in comps:
+        try:
+            resources = gfd.plugin_resources(facts, comps[DEVICE_PLUGIN], plugin_cfg)
+        except gfd.PluginError as e:
+            problems[DEVICE_PLUGIN] = str(e)
+    if GFD in comps:
+        try:
+            labels = gfd.gfd_labels(facts, comps[GFD], plugin_cfg, int(stamp) if stamp else int(time.time()))
+        except gfd.LabelError as e:
+            problems[GFD] = str(e)
 
     changed = False
     current = dict(node.status.allocatable or {})
@@ -90,13 +146,14 @@ def reconcile_node(v1: client.CoreV1Api, node, state_file: pathlib.Path, comps: 
         v1.patch_node_status(node.metadata.name, {"status": {"capacity": patch, "allocatable": patch}})
         changed = True
 
-    node_labels = node.metadata.labels or {}
-    owned = json.loads((node.metadata.annotations or {}).get(OWNED_LABELS, "[]"))
     label_patch = {k: None for k in owned if k not in labels}
     label_patch.update({k: v for k, v in labels.items() if node_labels.get(k) != v})
-    if label_patch or sorted(labels) != sorted(owned):
+    want_problems = json.dumps(problems, sort_keys=True) if problems else None
+    if label_patch or sorted(labels) != sorted(owned) or annotations.get(PROBLEMS) != want_problems:
         v1.patch_node(node.metadata.name, {"metadata": {
-            "labels": label_patch, "annotations": {OWNED_LABELS: json.dumps(sorted(labels))}}})
+            "labels": label_patch, "annotations": {OWNED_LABELS: json.dumps(sorted(labels)), PROBLEMS: want_problems}}})
+        for comp, why in sorted(problems.items()):
+            print(f"{time.strftime('%H:%M:%S')} {node.metadata.name}: {comp} would exit: {why}", flush=True)
         changed = True
     return changed
 

@@ -177,6 +177,23 @@ def _text(v) -> str:
     return str(v)
 
 
+DMI_PRODUCT_NAME = "/sys/class/dmi/id/product_name"
+
+
+def _sysfs_text(path: str):
+    """A sysfs file's stripped text, or None when it cannot be read."""
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            return fh.read().strip()
+    except (OSError, ValueError):
+        return None
+
+
+def _sysfs_bus_id(bus_id: str) -> str:
+    # NVML's busId has an 8-digit domain (00000000:18:00.0); sysfs names use 4 (0000:18:00.0).
+    return bus_id.lower()[-12:]
+
+
 def _profile_name(raw) -> str:
     name = _text(raw).strip()
     return name[4:] if name.startswith("MIG ") else name
@@ -227,7 +244,7 @@ class NvmlBackend(BackendBase):
     def _optional(self, fn: str, *args):
         try:
             return getattr(self.nv, fn)(*args)
-        except self.nv.NVMLError:
+        except (self.nv.NVMLError, AttributeError):  # AttributeError: an older pynvml without fn
             return None
 
     def close(self) -> None:
@@ -247,6 +264,10 @@ class NvmlBackend(BackendBase):
     def device_count(self) -> int:
         return int(self._call("nvmlDeviceGetCount", what="count GPUs"))
 
+    def machine_type(self):
+        # Not NVML: the DMI product name GFD reads by default (--machine-type-file).
+        return _sysfs_text(DMI_PRODUCT_NAME)
+
     def device_info(self, i: int) -> dict:
         h = self._h(i)
         pci = self._call("nvmlDeviceGetPciInfo", h, what="read PCI info", gpu=i)
@@ -261,6 +282,7 @@ class NvmlBackend(BackendBase):
         if corr is not None or unc is not None:
             ecc = {"corrected": corr, "uncorrected": unc}
         bus = getattr(pci, "busId", b"") or getattr(pci, "busIdLegacy", b"")
+        cc = self._optional("nvmlDeviceGetCudaComputeCapability", h)
         return {
             "index": i,
             "uuid": _text(self._call("nvmlDeviceGetUUID", h, what="read the UUID", gpu=i)),
@@ -269,6 +291,8 @@ class NvmlBackend(BackendBase):
             "pci_bus_id": _text(bus),
             "memory_total_mib": int(mem.total) // (1024 * 1024),
             "memory_used_mib": int(mem.used) // (1024 * 1024),
+            "cuda_compute_capability": None if cc is None else [int(cc[0]), int(cc[1])],
+            "pci_class": _sysfs_text("/sys/bus/pci/devices/%s/class" % _sysfs_bus_id(_text(bus))),
             "persistence_mode": None if pm is None else bool(pm),
             "temperature_c": temp,
             "ecc_errors_volatile": ecc,
@@ -510,17 +534,20 @@ def gpu_facts(backend, i: int) -> dict:
 def host_facts(backend) -> dict:
     """Plain-data facts of every GPU on a host.
 
-    {backend, driver_version, cuda_version, gpu_count, gpus: [{index, uuid, name, model, pci_device_id,
-    pci_bus_id, memory_total_mib, memory_used_mib, persistence_mode, temperature_c, ecc_errors_volatile,
+    {backend, driver_version, cuda_version, machine_type, gpu_count, gpus: [{index, uuid, name, model,
+    pci_device_id, pci_bus_id, memory_total_mib, memory_used_mib, cuda_compute_capability: [major, minor],
+    pci_class, persistence_mode, temperature_c, ecc_errors_volatile,
     mig_capable, mig_current, mig_pending, mig_change_pending, processes: [{pid, used_memory_mib,
     gpu_instance_id, compute_instance_id}], mig_profiles: [...], gpu_instances: [{id, profile, profile_id,
     start, size, slices, memory_mib, multiprocessors, engines, compute_instances, mig_device, resource}]}]}"""
     driver = backend.driver_version()
     n = backend.device_count()
+    machine = getattr(backend, "machine_type", None)
     return {
         "backend": backend.kind,
         "driver_version": driver,
         "cuda_version": backend.cuda_version(),
+        "machine_type": machine() if machine else None,
         "gpu_count": n,
         "gpus": [gpu_facts(backend, i) for i in range(n)],
     }

@@ -33,6 +33,14 @@ from ansible_collections.gpuops.llm.plugins.module_utils.nvml import (
 
 STATE_VERSION = 1
 
+# nvmlDeviceGetCudaComputeCapability by GPU generation: A100/A30 8.0, L4/L40S 8.9, H100/H200 9.0,
+# B200 10.0 (NVIDIA's CUDA GPU list, developer.nvidia.com/cuda-gpus). GFD turns these into
+# gpu.compute.major/minor and gpu.family (k8s-device-plugin internal/lm/resource.go).
+COMPUTE_CAPABILITY = {"ampere": (8, 0), "ada": (8, 9), "hopper": (9, 0), "blackwell": (10, 0)}
+# PCI class code of a 3D controller (0x0302xx), which GFD's gpu.mode reports as "compute";
+# a VGA controller (0x0300xx) is "graphics" (go-nvlib nvpci). Data-centre GPUs are 3D controllers.
+PCI_CLASS_3D = "0x030200"
+
 # Compute-instance profiles a GPU instance offers, by GI compute slices: {CI slices: instance count}
 # (facts §1, table from [mock]).
 CI_COUNTS = {
@@ -48,9 +56,10 @@ CI_COUNTS = {
 # State helpers (setup for tests and the testbed; these are not NVML calls and are not recorded)
 # ---------------------------------------------------------------------------------------------
 def new_host_state(gpus, driver_version: str = "580.95.05", cuda_version: str = "13.0",
-                   mig_enabled: bool = False) -> dict:
+                   mig_enabled: bool = False, machine_type: str | None = None) -> dict:
     """A fresh host: ``gpus`` is a list of model names (anything mig.resolve_model accepts).
-    mig_enabled turns MIG mode on for the GPUs that have it; no instances exist yet."""
+    mig_enabled turns MIG mode on for the GPUs that have it; no instances exist yet.
+    machine_type is the host's DMI product name (None: unreadable, as in a kwok node)."""
     out = []
     for i, name in enumerate(gpus):
         model = mig.resolve_model(name)
@@ -63,6 +72,8 @@ def new_host_state(gpus, driver_version: str = "580.95.05", cuda_version: str = 
             "pci_device_id": model.pci_ids[0],
             "pci_bus_id": "00000000:%02X:00.0" % (0x18 + i),
             "memory_total_mib": model.memory_mib,
+            "cuda_compute_capability": list(COMPUTE_CAPABILITY.get(model.generation, ())) or None,
+            "pci_class": PCI_CLASS_3D,
             "persistence_mode": False,
             "temperature_c": 33,
             "ecc_errors_volatile": {"corrected": 0, "uncorrected": 0},
@@ -77,6 +88,7 @@ def new_host_state(gpus, driver_version: str = "580.95.05", cuda_version: str = 
         "cuda_version": cuda_version,
         "root": True,              # False makes privileged calls fail with NO_PERMISSION
         "passthrough_vm": False,   # True: a mode change reports RESET_REQUIRED (needs a VM reboot)
+        "machine_type": machine_type,
         "gpus": out,
         "calls": [],
         "inject_failures": [],
@@ -235,13 +247,20 @@ class SimBackend(nvml.BackendBase):
     def device_count(self) -> int:
         return len(self.state["gpus"])
 
+    def machine_type(self):
+        return self.state.get("machine_type")
+
     def device_info(self, i: int) -> dict:
         g = self._gpu(i)
+        # States written before these facts existed fall back to the model's values.
+        cc = g.get("cuda_compute_capability") or COMPUTE_CAPABILITY.get(self._model(i).generation)
         return {
             "index": i, "uuid": g["uuid"], "name": g["name"], "pci_device_id": g["pci_device_id"],
             "pci_bus_id": g.get("pci_bus_id", ""),
             "memory_total_mib": g["memory_total_mib"],
             "memory_used_mib": sum(int(p.get("used_memory_mib") or 0) for p in g["processes"]),
+            "cuda_compute_capability": list(cc) if cc else None,
+            "pci_class": g.get("pci_class", PCI_CLASS_3D),
             "persistence_mode": bool(g.get("persistence_mode")),
             "temperature_c": g.get("temperature_c"),
             "ecc_errors_volatile": g.get("ecc_errors_volatile"),

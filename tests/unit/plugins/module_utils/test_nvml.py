@@ -96,6 +96,9 @@ class FakeNvml:
     def nvmlDeviceGetMemoryInfo(self, h):
         return real.c_nvmlMemory_t(total=81559 * MIB, free=80000 * MIB, used=1559 * MIB)
 
+    def nvmlDeviceGetCudaComputeCapability(self, h):
+        return [(9, 0), (8, 9)][h[1]]
+
     def nvmlDeviceGetPersistenceMode(self, h):
         return 1
 
@@ -236,6 +239,9 @@ def test_host_facts_through_the_real_adapter(fake):
     assert (g0["memory_total_mib"], g0["memory_used_mib"]) == (81559, 1559)
     assert (g0["persistence_mode"], g0["temperature_c"]) == (True, 35)
     assert g0["ecc_errors_volatile"] == {"corrected": 3, "uncorrected": 0}
+    # nvmlDeviceGetCudaComputeCapability (GFD's gpu.compute.* and gpu.family)
+    assert (g0["cuda_compute_capability"], g1["cuda_compute_capability"]) == ([9, 0], [8, 9])
+    assert "pci_class" in g0 and "machine_type" in facts   # sysfs, not NVML: None where unreadable
     assert (g0["mig_capable"], g0["mig_current"], g0["mig_pending"]) == (True, True, True)
     assert g0["processes"] == [{"pid": 555, "used_memory_mib": 2048, "gpu_instance_id": 1, "compute_instance_id": 0}]
     profiles = {p["name"]: p for p in g0["mig_profiles"]}

@@ -323,3 +323,23 @@ def test_get_backend_is_explicit(tmp_path, monkeypatch):
         assert nvml.NO_DRIVER_MSG in str(e) or "nvidia-ml-py" in str(e)
     else:  # pragma: no cover - only on a host with the NVIDIA driver
         assert backend.kind == "nvml"
+
+
+def test_facts_gfd_needs(tmp_path):
+    """Compute capability (nvmlDeviceGetCudaComputeCapability), PCI class and DMI machine type, which
+    GFD turns into gpu.compute.*, gpu.family, gpu.mode and gpu.machine; old states fall back to the model."""
+    path = str(tmp_path / "h.json")
+    nvml_sim.save_state(path, nvml_sim.new_host_state(["A100-SXM4-40GB", "L4", "H100-80GB-HBM3", "B200"],
+                                                      machine_type="DGX H100"))
+    facts = nvml.host_facts(nvml_sim.SimBackend(path))
+    assert [g["cuda_compute_capability"] for g in facts["gpus"]] == [[8, 0], [8, 9], [9, 0], [10, 0]]
+    assert {g["pci_class"] for g in facts["gpus"]} == {"0x030200"}
+    assert facts["machine_type"] == "DGX H100"
+    state = nvml_sim.load_state(path)
+    for g in state["gpus"]:
+        del g["cuda_compute_capability"], g["pci_class"]
+    del state["machine_type"]
+    nvml_sim.save_state(path, state)
+    facts = nvml.host_facts(nvml_sim.SimBackend(path))
+    assert facts["gpus"][2]["cuda_compute_capability"] == [9, 0] and facts["gpus"][2]["pci_class"] == "0x030200"
+    assert facts["machine_type"] is None
