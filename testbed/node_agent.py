@@ -133,7 +133,8 @@ def reconcile_node(v1: client.CoreV1Api, node, state_file: pathlib.Path, comps: 
             problems[DEVICE_PLUGIN] = str(e)
     if GFD in comps:
         try:
-            labels = gfd.gfd_labels(facts, comps[GFD], plugin_cfg, int(stamp) if stamp else int(time.time()))
+            labels = gfd.gfd_labels(facts, comps[GFD], plugin_cfg,
+                                    int(stamp) if (stamp or "").isdigit() else int(time.time()))
         except gfd.LabelError as e:
             problems[GFD] = str(e)
 
