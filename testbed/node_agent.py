@@ -40,12 +40,31 @@ OWNED_LABELS = "gpuops.llm/testbed-gfd-labels"  # which labels this agent set, t
 RESOURCE_PREFIXES = ("nvidia.com/gpu", "nvidia.com/mig-")
 
 
+def without_nvml(v1: client.CoreV1Api):
+    """While the testbed refuses (testbed/admission.py), a predicate: would this pod get no NVML?
+
+    On a node whose containerd default is runc, only a RuntimeClass with handler nvidia injects the
+    driver libraries; without them the real plugin and GFD exit (FAIL_ON_INIT_ERROR) and advertise
+    nothing. None when the testbed does not refuse."""
+    import admission
+    if not admission.active(v1.api_client):
+        return None
+    handlers = {rc.metadata.name: rc.handler for rc in client.NodeV1Api(v1.api_client).list_runtime_class().items}
+    runtimes = {n.metadata.name: (n.metadata.annotations or {}).get(admission.RUNTIME_ANNOTATION, admission.DEFAULT_RUNTIME)
+                for n in v1.list_node().items}
+    return lambda pod: (runtimes.get(pod.spec.node_name, admission.DEFAULT_RUNTIME) != admission.NVIDIA_HANDLER
+                        and handlers.get(pod.spec.runtime_class_name or "") != admission.NVIDIA_HANDLER)
+
+
 def running_pods(v1: client.CoreV1Api) -> dict[str, dict[str, str]]:
-    """node -> {component: mig strategy} for Running device plugin / GFD pods."""
+    """node -> {component: mig strategy} for Running device plugin / GFD pods that would get NVML."""
     out: dict[str, dict[str, str]] = {}
     pods = v1.list_pod_for_all_namespaces(label_selector=f"app.kubernetes.io/name in ({DEVICE_PLUGIN},{GFD})")
+    no_nvml = without_nvml(v1) if pods.items else None
     for pod in pods.items:
         if pod.status.phase != "Running" or not pod.spec.node_name or pod.metadata.deletion_timestamp:
+            continue
+        if no_nvml and no_nvml(pod):
             continue
         name = pod.metadata.labels.get("app.kubernetes.io/name")
         strategy = "none"

@@ -7,6 +7,8 @@
     testbed.py down     stop everything; leaves no process running
     testbed.py status   print whether it runs, and its nodes
     testbed.py env      print shell exports (KUBECONFIG, GPUOPS_TESTBED_HOME, ...)
+    testbed.py refuse on|off   switch the refusals (testbed/admission.py) on a running testbed until
+                        the next `up`, which follows cluster.yml's `refuse`
 
 kwokctl (binary runtime) runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
 the kwok controller from binaries we build from Go modules (testbed/build.sh).
@@ -29,6 +31,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import collection_path  # noqa: E402
+
+import admission  # noqa: E402
 
 sys.path.insert(0, str(collection_path.ensure()))
 
@@ -123,6 +127,7 @@ class Testbed:
             if not self.wait_healthy(60):
                 raise SystemExit("testbed: the apiserver did not become healthy; see " + str(self.cluster_dir / "logs"))
         self.ensure_nodes()
+        self.set_refusals(admission.refusing(self.spec))
         self.start_agent()
         return {"build_s": round(t_build, 1), "up_s": round(time.monotonic() - t0, 1)}
 
@@ -135,6 +140,8 @@ class Testbed:
         return False
 
     def down(self) -> None:
+        import cluster_autoscaler  # the real autoscaler, when a rehearsal or test left it running
+        cluster_autoscaler.stop(self)
         self.stop_agent()
         if self.cluster_dir.exists():
             self.kwokctl("delete", "cluster", check=False)
@@ -145,6 +152,15 @@ class Testbed:
         shutil.rmtree(self.nvml_dir, ignore_errors=True)
         if self.kubeconfig.exists():
             self.kubeconfig.unlink()
+
+    def set_refusals(self, on: bool) -> None:
+        """Install (or remove) the admission policies that refuse what a real node would."""
+        api = self.api_client()
+        if on:
+            admission.install(api, self.spec, admission.load_images())
+            admission.wait_enforced(api)
+        else:
+            admission.remove(api)
 
     # ---- kubernetes --------------------------------------------------------------------
     def api_client(self):
@@ -165,7 +181,8 @@ class Testbed:
         return {
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {"name": n["name"], "labels": labels, "annotations": {FAKE_NODE_ANNOTATION: "fake"}},
+            "metadata": {"name": n["name"], "labels": labels, "annotations": {
+                FAKE_NODE_ANNOTATION: "fake", admission.RUNTIME_ANNOTATION: admission.node_runtime(n)}},
             "status": {"capacity": dict(alloc), "allocatable": dict(alloc),
                        "nodeInfo": {"kubeletVersion": "v1.36.3-kwok", "operatingSystem": "linux", "architecture": "amd64"}},
         }
@@ -179,7 +196,10 @@ class Testbed:
             if n.get("gpu_count"):
                 self.ensure_nvml_state(n)
             try:
-                v1.read_node(n["name"])
+                node = v1.read_node(n["name"])
+                runtime = admission.node_runtime(n)
+                if (node.metadata.annotations or {}).get(admission.RUNTIME_ANNOTATION) != runtime:
+                    v1.patch_node(n["name"], {"metadata": {"annotations": {admission.RUNTIME_ANNOTATION: runtime}}})
             except ApiException as e:
                 if e.status != 404:
                     raise
@@ -253,7 +273,8 @@ class Testbed:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["up", "down", "status", "env", "build"])
+    ap.add_argument("command", choices=["up", "down", "status", "env", "build", "refuse"])
+    ap.add_argument("state", nargs="?", choices=["on", "off"], help="for refuse: on or off")
     ap.add_argument("--spec", type=pathlib.Path, default=None, help="cluster spec (default testbed/cluster.yml)")
     args = ap.parse_args(argv)
     tb = Testbed(args.spec)
@@ -269,7 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         if not tb.healthy():
             print("testbed: not running")
             return 1
-        print(json.dumps({"kubeconfig": str(tb.kubeconfig), "agent": tb.agent_running(), "pools": tb.summary()}, indent=2))
+        print(json.dumps({"kubeconfig": str(tb.kubeconfig), "agent": tb.agent_running(),
+                          "refuse": admission.active(tb.api_client()), "pools": tb.summary()}, indent=2))
+    elif args.command == "refuse":
+        if not args.state:
+            ap.error("refuse needs on or off")
+        tb.set_refusals(args.state == "on")
+        print("testbed: refusals " + args.state)
     elif args.command == "env":
         print(f"export KUBECONFIG={tb.kubeconfig} K8S_AUTH_KUBECONFIG={tb.kubeconfig} GPUOPS_TESTBED_HOME={tb.home}")
     return 0
