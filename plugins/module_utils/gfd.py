@@ -297,7 +297,7 @@ def _single_labels(gpus: list, sharing: dict) -> dict:
         return {rl.key("product"): rl.product(enabled[0].get("name") or "", "MIG", "INVALID"),
                 rl.key("count"): "0", rl.key("replicas"): "0", rl.key("sharing-strategy"): "",
                 rl.key("memory"): "0"}
-    (devs,) = by_name.values()
+    devs = next(iter(by_name.values()))
     return _mig_resource_labels(GPU, devs[0][0], devs[0][1], len(devs), sharing)
 
 
