@@ -23,4 +23,10 @@ rm -f "$GPUOPS_TESTBED_HOME/audit.json"
 echo "=== ansible-playbook -i inventories/testbed playbooks/audit.yml"
 ansible-playbook -i inventories/testbed playbooks/audit.yml -e "cluster_audit_json_path=$GPUOPS_TESTBED_HOME/audit.json" \
   >/dev/null || echo "audit.yml failed; rerun it by hand to see why"
+# The real Cluster Autoscaler (kwok provider) with the policy site.yml wrote: scale the training pool up and back.
+echo "=== the real Cluster Autoscaler on the testbed (testbed/cluster_autoscaler.py rehearse)"
+python testbed/cluster_autoscaler.py rehearse || echo "the autoscaler rehearsal failed; see $GPUOPS_TESTBED_HOME/cluster-autoscaler/"
+# The real KEDA operator and metrics adapter on the ScaledObjects site.yml wrote: a queue up and down.
+echo "=== the real KEDA operator and metrics adapter on the testbed (testbed/keda_rehearsal.py rehearse)"
+python testbed/keda_rehearsal.py rehearse || echo "the KEDA rehearsal failed; see $GPUOPS_TESTBED_HOME/keda/"
 python testbed/summary.py

@@ -34,6 +34,19 @@ def main() -> int:
             ready = d.status.number_ready if kind == "DaemonSet" else d.status.ready_replicas
             want = d.status.desired_number_scheduled if kind == "DaemonSet" else d.spec.replicas
             print(f"  {kind:<10} {d.metadata.namespace}/{d.metadata.name}: {ready or 0}/{want} ready")
+    import cluster_autoscaler  # what the real autoscaler did in the rehearsal (scripts/run.sh)
+    ca_events = cluster_autoscaler.events(tb)
+    if ca_events:
+        print("\nCluster Autoscaler 1.36.1 (kwok provider, the role's policy): nodes per pool")
+        for pool, c in sorted(cluster_autoscaler.per_pool(ca_events).items()):
+            print(f"  {pool:<20} added {c['added']}, removed {c['removed']}")
+    import keda_rehearsal  # replicas over time under the real KEDA operator (scripts/run.sh)
+    keda = keda_rehearsal.timeline(tb)
+    if keda:
+        print(f"\nKEDA {keda['keda']} (real operator and metrics adapter, polling every {keda['poll_seconds']}s; "
+              f"queue of {keda['spiked']} raised to {keda['spike']} and drained, {keda['seconds']}s): replicas")
+        for name, series in sorted(keda["timeline"].items()):
+            print(f"  {name:<30} {keda_rehearsal.format_timeline(series)}")
     audit = tb.home / "audit.json"
     if audit.exists():
         result = json.loads(audit.read_text())
