@@ -336,7 +336,9 @@ def test_awq_checkpoint_gets_no_slow_kernel_flag(rendered):
 def test_vllm_args_follow_model_fit(rendered):
     model = VLLM_OK["base"][0]
     c = container(objects(rendered, "vllm_base"))
-    assert arg(c, "--model") == model["model"] and arg(c, "--served-model-name") == model["model"]
+    # vllm serve MODEL: positional, not the deprecated --model (vLLM v0.20+ warns it will be removed)
+    assert c["command"] == ["vllm", "serve"] and "--model" not in c["args"]
+    assert c["args"][0] == model["model"] and arg(c, "--served-model-name") == model["model"]
     assert arg(c, "--max-model-len") == "8192"
     assert arg(c, "--gpu-memory-utilization") == "0.90"
     assert c["image"].endswith("vllm/vllm-openai:" + role_defaults("vllm_service")["vllm_service_image_tag"])
@@ -347,7 +349,7 @@ def test_vllm_args_follow_model_fit(rendered):
 def test_cached_model_mounts_the_pvc_offline(rendered):
     objs = objects(rendered, "vllm_pvc")
     c = container(objs)
-    assert arg(c, "--model") == "/models/meta-llama--Llama-3.1-8B-Instruct"
+    assert c["args"][0] == "/models/meta-llama--Llama-3.1-8B-Instruct"
     assert arg(c, "--served-model-name") == "meta-llama/Llama-3.1-8B-Instruct"
     assert {"name": "HF_HUB_OFFLINE", "value": "1"} in c["env"]
     vols = kind(objs, "Deployment")["spec"]["template"]["spec"]["volumes"]
@@ -649,3 +651,20 @@ def test_load_test_job_targets_the_openai_api(rendered):
 def test_load_test_refuses_a_triton_endpoint(rendered):
     err = rendered["load_triton"].get("error")
     assert err and "KServe v2" in err and "http://t.llm-serving.svc:8000" in err
+
+
+def test_pod_monitor_conforms_to_prometheus_operator_and_kube_prometheus_stack(rendered):
+    """PodMonitor fields as prometheus-operator v0.93.0 pkg/apis/monitoring/v1/podmonitor_types.go
+    defines them: spec.selector (a LabelSelector of the pods), podMetricsEndpoints[].port (the NAME
+    of a container port), no namespaceSelector (= the PodMonitor's own namespace). kube-prometheus-stack
+    (charts/kube-prometheus-stack/templates/prometheus/prometheus.yaml) selects PodMonitors by
+    release=<release name> while podMonitorSelectorNilUsesHelmValues is true (its default); the old
+    PodMonitor had no release label and a stock install never scraped vLLM (no queue for KEDA)."""
+    objs = objects(rendered, "vllm_podmonitor")
+    pm, dep = kind(objs, "PodMonitor"), kind(objs, "Deployment")
+    assert pm["metadata"]["labels"].get("release") == "kube-prometheus-stack"
+    assert pm["metadata"]["namespace"] == dep["metadata"]["namespace"] and "namespaceSelector" not in pm["spec"]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert all(pod_labels.get(k) == v for k, v in pm["spec"]["selector"]["matchLabels"].items())
+    port_names = {p.get("name") for c in dep["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+    assert {ep["port"] for ep in pm["spec"]["podMetricsEndpoints"]} <= port_names
