@@ -342,19 +342,36 @@ def hpa_name_for(model):
     return model.get("hpa_name") or KEDA_HPA_PREFIX + model["name"]
 
 
+def target_matchers(model):
+    """Label matchers that select the series of this ScaledObject's own Deployment and nothing else.
+
+    ``namespace`` and ``pod`` are the labels both scrape paths attach to a pod's series: the
+    Prometheus Operator's PodMonitor relabeling (prometheus-operator v0.93.0,
+    pkg/prometheus/promcfg.go generatePodMonitorConfig: __meta_kubernetes_namespace -> namespace,
+    __meta_kubernetes_pod_name -> pod) and dcgm-exporter's pod-resource mapping (NVIDIA/dcgm-exporter
+    internal/pkg/transformation/const.go: namespace, pod, container of the GPU consumer; read at
+    4.5.3-4.8.2 and HEAD, the pinned 4.6.1-4.8.4 tag is unconfirmed). Deployment pods are named
+    <deployment>-<pod-template-hash>-<suffix>, both without '-', so another Deployment whose name
+    starts with this one ("llm" vs "llm-mig") never matches (PromQL regexes are anchored).
+    """
+    return {"namespace": model["namespace"],
+            "pod": "=~%s-[a-z0-9]+-[a-z0-9]+" % model["deployment"].replace(".", "\\.")}
+
+
 def queue_query(model):
-    matchers = {"model_name": model["served_model_name"]}
+    # model_name alone is ambiguous: two Deployments serving one model (a whole-GPU and a MIG
+    # variant) would each scale on the sum of both queues. queue_selector may override the target
+    # matchers (another scrape setup's labels) but never model_name.
+    matchers = target_matchers(model)
     matchers.update(model.get("queue_selector") or {})
+    matchers["model_name"] = model["served_model_name"]
     return "sum(%s%s)" % (QUEUE_METRIC, _selector(matchers))
 
 
 def gpu_query(model, gpu_kind):
     matchers = model.get("gpu_selector")
     if not matchers:
-        # dcgm-exporter's Kubernetes mapping labels series with the pod's namespace and name;
-        # Deployment pods are named <deployment>-<replicaset hash>-<suffix>.
-        matchers = {"namespace": model["namespace"],
-                    "pod": "=~%s-[a-z0-9]+-[a-z0-9]+" % model["deployment"].replace(".", "\\.")}
+        matchers = target_matchers(model)
     if gpu_kind == "mig":
         return "avg(%s%s) * 100" % (MIG_ACTIVITY_METRIC, _selector(matchers))
     return "avg(%s%s)" % (GPU_UTIL_METRIC, _selector(matchers))

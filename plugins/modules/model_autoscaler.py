@@ -104,8 +104,12 @@ options:
         default: 5
       queue_selector:
         description:
-          - More Prometheus label matchers for the queue query, label name to value, for example the
-            C(namespace) label. A value that starts with C(=~), C(!=) or C(!~) uses that operator.
+          - Prometheus label matchers for the queue query, label name to value. By default the query
+            selects C(model_name) and this Deployment's own pods (C(namespace) and a C(pod) regex
+            C(<deployment>-<hash>-<suffix>), the labels a PodMonitor attaches), so two Deployments
+            serving one model never scale on each other's queue. Keys given here replace those
+            defaults (another scrape setup's labels); C(model_name) is always set from
+            O(models[].served_model_name). A value that starts with C(=~), C(!=) or C(!~) uses that operator.
         type: dict
         default: {}
       gpu_trigger:

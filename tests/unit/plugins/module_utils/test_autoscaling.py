@@ -441,3 +441,74 @@ def test_reconcile_absent_deletes():
     a.reconcile(api, [model()])
     gone = a.reconcile(api, [a.normalize_model({"name": "llama3-8b", "namespace": "ai-serving", "state": "absent"})])
     assert gone["deleted"] == ["ai-serving/llama3-8b"] and SO_PATH not in api.objects
+
+
+# ----------------------------------------------------------------------------- one query per target
+# Two Deployments serving ONE model (the testbed's llama31-8b on whole A100s and llama31-8b-mig on
+# H100 MIG slices, both hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4) in one namespace. The
+# series carry the labels the scrape attaches: PodMonitor relabeling gives namespace and pod
+# (prometheus-operator v0.93.0 pkg/prometheus/promcfg.go), dcgm-exporter's pod mapping gives
+# namespace, pod, container (NVIDIA/dcgm-exporter internal/pkg/transformation/const.go, read at
+# 4.5.3-4.8.2; the pinned 4.6.1-4.8.4 is unconfirmed).
+def _series_of_two_services():
+    return [
+        ('vllm:num_requests_waiting{namespace="ai-serving",pod="llm-6d5f7c9b8-x7k2p",model_name="%s"}' % SERVED, "30"),
+        ('vllm:num_requests_waiting{namespace="ai-serving",pod="llm-mig-7f8b9c6d5-q2w3e",model_name="%s"}' % SERVED,
+         "4"),
+        # The same Deployment name in another namespace.
+        ('vllm:num_requests_waiting{namespace="other",pod="llm-6d5f7c9b8-abcde",model_name="%s"}' % SERVED, "100"),
+        ('DCGM_FI_DEV_GPU_UTIL{namespace="ai-serving",pod="llm-6d5f7c9b8-x7k2p",container="vllm",gpu="0"}', "90"),
+        ('DCGM_FI_DEV_GPU_UTIL{namespace="ai-serving",pod="llm-mig-7f8b9c6d5-q2w3e",container="vllm",gpu="1"}', "10"),
+        ('DCGM_FI_PROF_GR_ENGINE_ACTIVE{namespace="ai-serving",pod="llm-mig-7f8b9c6d5-q2w3e",container="vllm"}',
+         "0.2"),
+        ('DCGM_FI_PROF_GR_ENGINE_ACTIVE{namespace="ai-serving",pod="llm-6d5f7c9b8-x7k2p",container="vllm"}', "0.9"),
+    ]
+
+
+def _promtool_values(tmp_path, queries):
+    """Evaluate each query with Prometheus' own engine (promtool test rules) and assert its value."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    exe = shutil.which("promtool")
+    if not exe:
+        pytest.skip("promtool not found (Debian package 'prometheus': scripts/ensure-promtool.sh)")
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "q", "rules": [
+        {"record": "q%d" % i, "expr": query} for i, (query, _want) in enumerate(queries)]}]}))
+    (tmp_path / "test.yml").write_text(yaml.safe_dump({
+        "rule_files": ["rules.yml"], "evaluation_interval": "1m",
+        "tests": [{"interval": "1m",
+                   "input_series": [{"series": s, "values": "%sx3" % v} for s, v in _series_of_two_services()],
+                   "promql_expr_test": [{"expr": "q%d" % i, "eval_time": "2m",
+                                         "exp_samples": [{"labels": "q%d" % i, "value": want}]}
+                                        for i, (_query, want) in enumerate(queries)]}]}))
+    proc = subprocess.run([exe, "test", "rules", str(tmp_path / "test.yml")], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_queue_query_selects_its_own_deployment_not_every_server_of_the_model(tmp_path):
+    """Bug (issue 12): the queue query selected by model_name only, so llm and llm-mig, serving one
+    model, each scaled on 30 + 4 (+ 100 from another namespace). Each must see only its own pods."""
+    llm = model(name="llm", namespace="ai-serving")
+    mig = model(name="llm-mig", namespace="ai-serving")
+    assert 'namespace="ai-serving"' in a.queue_query(llm)
+    _promtool_values(tmp_path, [(a.queue_query(llm), 30), (a.queue_query(mig), 4)])
+
+
+def test_gpu_query_selects_its_own_deployment(tmp_path):
+    """The GPU-activity trigger averages only the GPUs of this Deployment's pods (namespace, pod of the
+    GPU consumer as dcgm-exporter's pod mapping labels them; MIG: GR_ENGINE_ACTIVE ratio x 100)."""
+    llm = model(name="llm", namespace="ai-serving")
+    mig = model(name="llm-mig", namespace="ai-serving")
+    _promtool_values(tmp_path, [(a.gpu_query(llm, "gpu"), 90), (a.gpu_query(mig, "gpu"), 10),
+                                (a.gpu_query(mig, "mig"), 20)])
+
+
+def test_queue_selector_overrides_target_labels_but_never_model_name():
+    m = model(queue_selector={"namespace": "elsewhere", "service": "llm"})
+    query = a.queue_query(m)
+    assert 'namespace="elsewhere"' in query and 'service="llm"' in query
+    assert 'model_name="%s"' % SERVED in query and 'pod=~"llama3-8b-[a-z0-9]+-[a-z0-9]+"' in query
