@@ -15,7 +15,7 @@ description:
     (one not marked C(ignored)). DaemonSets or node labels without a ClusterPolicy are reported as
     leftovers in RV(warnings), never taken for an operator.
   - RV(deploy) says which of the collection's own device plugin, GPU Feature Discovery and DCGM
-    exporter to deploy: none of those the ClusterPolicy enables (C(spec.devicePlugin.enabled),
+    exporter to deploy, that is none of those the ClusterPolicy enables (C(spec.devicePlugin.enabled),
     C(spec.gfd.enabled), C(spec.dcgmExporter.enabled); unset means enabled, as in the operator).
 author:
   - gpuops.llm contributors (@gpuops)

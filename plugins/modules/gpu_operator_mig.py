@@ -27,7 +27,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Reads the ClusterPolicy, ConfigMap and node; predicts RV(changed); writes nothing.
+    description: Reads the ClusterPolicy, ConfigMap and node; predicts C(changed); writes nothing.
   diff_mode:
     support: none
     description: Reports the previous and new config names instead.
