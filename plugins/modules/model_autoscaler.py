@@ -109,7 +109,7 @@ options:
             C(<deployment>-<hash>-<suffix>), the labels a PodMonitor attaches), so two Deployments
             serving one model never scale on each other's queue. Keys given here replace those
             defaults (another scrape setup's labels); C(model_name) is always set from
-            O(models[].served_model_name). A value that starts with C(=~), C(!=) or C(!~) uses that operator.
+            C(served_model_name). A value that starts with C(=~), C(!=) or C(!~) uses that operator.
         type: dict
         default: {}
       gpu_trigger:
