@@ -244,7 +244,8 @@ def run(tb: testbed.Testbed, policy_path: pathlib.Path) -> int:
     args = args_for(policy, tb.kubeconfig)
     print("role's flags:", " ".join(policy["args"]), flush=True)
     print("running:", binary(), " ".join(args), flush=True)
-    env = dict(os.environ, POD_NAMESPACE=NAMESPACE, KWOK_PROVIDER_MODE="local")
+    # The kwok provider's own client reads KUBECONFIG, not --kubeconfig (kwok_provider.go BuildKwok, local mode).
+    env = dict(os.environ, POD_NAMESPACE=NAMESPACE, KWOK_PROVIDER_MODE="local", KUBECONFIG=str(tb.kubeconfig))
     ca = subprocess.Popen([str(binary()), *args], stdout=open(d / "cluster-autoscaler.log", "ab"),
                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     stopping = []
@@ -324,6 +325,9 @@ def rehearse(tb: testbed.Testbed, policy_path: pathlib.Path, pool: str = "llm-tr
             time.sleep(1)
         return False
 
+    # Where the roles made an nvidia RuntimeClass, GPU pods use it (the testbed may refuse them without).
+    handlers = [rc.metadata.name for rc in client.NodeV1Api(v1.api_client).list_runtime_class().items
+                if rc.handler == "nvidia"]
     start(tb, policy_path)
     ok = True
     try:
@@ -332,6 +336,7 @@ def rehearse(tb: testbed.Testbed, policy_path: pathlib.Path, pool: str = "llm-tr
             v1.create_namespaced_pod(ns, {
                 "metadata": {"name": f"train-{i}"},
                 "spec": {"nodeSelector": {testbed.POOL_LABEL: pool},
+                         **({"runtimeClassName": handlers[0]} if handlers else {}),
                          "tolerations": [{"key": "workload", "operator": "Exists"}],
                          "terminationGracePeriodSeconds": 0,
                          "containers": [{"name": "train", "image": "registry.example/rehearsal/train:1",
