@@ -45,6 +45,19 @@ if [[ -x $out ]]; then
   exit 0
 fi
 
+# One build at a time: every `testbed.py up` runs build.sh, and parallel test sessions must not each
+# start a cold build of their own. A caller that finds one running skips (exit 0) without waiting.
+exec 9>"$BIN/.cluster-autoscaler-$CA_VERSION.lock"
+if ! flock -n 9; then
+  log "another process is building it; skipping (the tests that need it skip until it is there)"
+  exit 0
+fi
+if [[ -x $out ]]; then
+  log "already built: $out"
+  echo "$out"
+  exit 0
+fi
+
 dir=""
 pseudo=v0.0.0-${CA_COMMIT_TIME}-${CA_COMMIT:0:12}
 log "k8s.io/autoscaler/cluster-autoscaler@${pseudo} (tag cluster-autoscaler-${CA_VERSION}): go mod download"
