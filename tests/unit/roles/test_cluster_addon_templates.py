@@ -473,3 +473,15 @@ def test_servicemonitor_or_annotations(rendered, scenario, want_sm):
     ds = _one(objs, "DaemonSet", "dcgm-exporter")
     labels = ds["spec"]["template"]["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+
+
+def test_servicemonitor_selected_by_kube_prometheus_stack(rendered):
+    """kube-prometheus-stack's Prometheus selects ServiceMonitors by release=<release name> while
+    serviceMonitorSelectorNilUsesHelmValues is true, its default
+    (charts/kube-prometheus-stack/templates/prometheus/prometheus.yaml); the old ServiceMonitor had
+    no labels a stock install selects, so DCGM series (the GPU trigger, the alerts) never arrived.
+    namespaceSelector.matchNames and endpoints[].port (a Service port name) as prometheus-operator
+    v0.93.0 pkg/apis/monitoring/v1/servicemonitor_types.go defines them."""
+    sm = _one(rendered.de("crd"), "ServiceMonitor")
+    assert sm["metadata"]["labels"].get("release") == "kube-prometheus-stack"
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [sm["metadata"]["namespace"]]}

@@ -512,3 +512,38 @@ def test_queue_selector_overrides_target_labels_but_never_model_name():
     query = a.queue_query(m)
     assert 'namespace="elsewhere"' in query and 'service="llm"' in query
     assert 'model_name="%s"' % SERVED in query and 'pod=~"llama3-8b-[a-z0-9]+-[a-z0-9]+"' in query
+
+
+# ----------------------------------------------------------------------------- KEDA v2.20.2 API fields
+# kedacore/keda v2.20.2: apis/keda/v1alpha1/scaledobject_types.go (ScaledObjectSpec, AdvancedConfig,
+# HorizontalPodAutoscalerConfig), scaletriggers_types.go (ScaleTriggers), pkg/scalers/prometheus_scaler.go
+# (prometheusMetadata `keda:"name=..."` tags). A key outside these is dropped by the CRD's pruning
+# or ignored by the scaler.
+KEDA_SPEC_FIELDS = {"scaleTargetRef", "pollingInterval", "initialCooldownPeriod", "cooldownPeriod",
+                    "idleReplicaCount", "minReplicaCount", "maxReplicaCount", "advanced", "triggers", "fallback"}
+KEDA_ADVANCED_FIELDS = {"horizontalPodAutoscalerConfig", "restoreToOriginalReplicaCount", "scalingModifiers"}
+KEDA_HPA_CONFIG_FIELDS = {"behavior", "name"}
+KEDA_TRIGGER_FIELDS = {"type", "name", "useCachedMetrics", "metadata", "authenticationRef", "metricType"}
+PROMETHEUS_SCALER_KEYS = {"serverAddress", "query", "queryParameters", "threshold", "activationThreshold",
+                          "namespace", "customHeaders", "ignoreNullValues", "unsafeSsl", "awsRegion", "timeout",
+                          "identityOwner"}
+PROMETHEUS_SCALER_REQUIRED = {"serverAddress", "query", "threshold"}
+
+
+@pytest.mark.parametrize("kw", [{}, {"scale_to_zero": True, "wake_query": "sum(up)"}, {"hpa_name": "custom"}])
+def test_scaledobject_fields_are_keda_v2_20_2_api_fields(kw):
+    so = a.build_scaled_object(model(**kw), "mig")
+    spec = so["spec"]
+    assert set(spec) <= KEDA_SPEC_FIELDS, set(spec) - KEDA_SPEC_FIELDS
+    assert set(spec["advanced"]) <= KEDA_ADVANCED_FIELDS
+    assert set(spec["advanced"]["horizontalPodAutoscalerConfig"]) <= KEDA_HPA_CONFIG_FIELDS
+    for trigger in spec["triggers"]:
+        assert set(trigger) <= KEDA_TRIGGER_FIELDS, set(trigger) - KEDA_TRIGGER_FIELDS
+        assert trigger["type"] == "prometheus" and trigger["metricType"] in ("AverageValue", "Value")
+        meta = trigger["metadata"]
+        assert PROMETHEUS_SCALER_REQUIRED <= set(meta) <= PROMETHEUS_SCALER_KEYS, set(meta) ^ PROMETHEUS_SCALER_KEYS
+        assert all(isinstance(v, str) for v in meta.values())  # metadata is map[string]string
+        float(meta["threshold"])
+    # KEDA names the HPA keda-hpa-<ScaledObject name> unless horizontalPodAutoscalerConfig.name is set
+    # (controllers/keda/hpa.go getHPAName).
+    assert a.hpa_name_for(model(**kw)) == kw.get("hpa_name", "keda-hpa-llama3-8b")
