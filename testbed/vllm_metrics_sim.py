@@ -11,6 +11,11 @@ Drive it with PUT or POST /state and a JSON body {"<model_name>": {"waiting": 12
 "kv_cache": 0.4}} (missing fields keep their value; a new model starts at zero); GET /state
 returns the current values. Only the standard library is used.
 
+A key may also name one pod's series: {"<key>": {"waiting": 3, "labels": {"model_name": "...",
+"namespace": "llm-serving", "pod": "llm-6d5f7c9b8-x7k2p"}}}. The labels are the ones a PodMonitor
+scrape attaches to a vLLM pod's series (prometheus-operator pkg/prometheus/promcfg.go: namespace,
+pod, container); scrape with honor_labels so Prometheus keeps them. model_name defaults to the key.
+
 Usage: python3 testbed/vllm_metrics_sim.py --port 18000 --model meta-llama/Llama-3.1-8B-Instruct
 """
 from __future__ import annotations
@@ -50,6 +55,11 @@ class MetricsState:
             if not isinstance(values, dict):
                 raise ValueError("%s: expected an object with fields %s" % (model, ", ".join(FIELDS)))
             for field, value in values.items():
+                if field == "labels":
+                    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                              for k, v in value.items()):
+                        raise ValueError("%s.labels: expected an object of label name to string" % model)
+                    continue
                 if field not in FIELDS:
                     raise ValueError("%s: unknown field %r, valid: %s" % (model, field, ", ".join(FIELDS)))
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -57,11 +67,12 @@ class MetricsState:
         with self._lock:
             for model, values in changes.items():
                 current = self._models.setdefault(model, dict.fromkeys(FIELDS, 0.0))
-                current.update({k: float(v) for k, v in values.items()})
+                current.update({k: (dict(v) if k == "labels" else float(v)) for k, v in values.items()})
             return self.snapshot_locked()
 
     def snapshot_locked(self) -> dict:
-        return {m: dict(v) for m, v in self._models.items()}
+        return {m: {k: (dict(x) if isinstance(x, dict) else x) for k, x in v.items()}
+                for m, v in self._models.items()}
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -74,7 +85,9 @@ class MetricsState:
             lines.append("# HELP %s %s" % (name, help_text))
             lines.append("# TYPE %s gauge" % name)
             for model in sorted(models):
-                lines.append('%s{model_name="%s"} %s' % (name, _label_value(model), repr(models[model][field])))
+                labels = dict({"model_name": model}, **models[model].get("labels", {}))
+                text = ",".join('%s="%s"' % (k, _label_value(v)) for k, v in sorted(labels.items()))
+                lines.append('%s{%s} %s' % (name, text, repr(models[model][field])))
         return "\n".join(lines) + "\n"
 
 

@@ -20,16 +20,10 @@ v1beta1.external.metrics.k8s.io APIService, so the HPA scales 1 -> N -> 1 on the
 """
 from __future__ import annotations
 
-import contextlib
-import datetime
-import ipaddress
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -38,7 +32,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-import vllm_metrics_sim
+import keda_rehearsal
+from test_model_layer import SMALL, base_vars, model, nvidia_runtime_class, run_role  # noqa: F401 (fixture)
 from conftest import ROOT, run_play_json, wait_for
 
 pytestmark = pytest.mark.integration
@@ -59,7 +54,9 @@ DOWN_BOUND = COOLDOWN + 60
 # The HPA controller evaluates every 15 s by default (kube-controller-manager
 # --horizontal-pod-autoscaler-sync-period), so 1 -> N gets a few of its periods.
 HPA_BOUND = 120
-EXTERNAL_METRICS_API = "v1beta1.external.metrics.k8s.io"
+# The stand-in pod whose queue the simulator serves: a name of the Deployment's pods,
+# <deployment>-<pod-template-hash>-<suffix>, which the ScaledObject's pod matcher selects.
+SIM_POD = "%s-sim0-0" % MODEL
 
 PLAYBOOK = """
 - name: KEDA's CRDs and the model's ScaledObject
@@ -81,115 +78,35 @@ PLAYBOOK = """
 """
 
 
-def _build(script, what):
-    """Run a testbed build script; return the path it prints, or skip (fail on CI) naming why."""
-    name, *args = script.split()
-    proc = subprocess.run(["bash", str(ROOT / "testbed" / name), *args], capture_output=True, text=True,
+def _build(component, what):
+    """A KEDA binary from testbed/build_keda.sh, or skip (fail on CI) naming why."""
+    try:
+        return keda_rehearsal.build(component)
+    except keda_rehearsal.BuildError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+def _crds_dir():
+    proc = subprocess.run(["bash", str(ROOT / "testbed" / "build_keda_crds.sh")], capture_output=True, text=True,
                           timeout=3600, check=False)
     if proc.returncode != 0:
-        reason = "%s could not be built from its Go module: %s" % (what, proc.stderr[-1500:])
+        reason = "KEDA's CRDs could not be generated from its Go module: %s" % proc.stderr[-1500:]
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
     return proc.stdout.strip().splitlines()[-1]
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get(url, timeout=2.0):
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback only)
-        return resp.read().decode("utf-8")
-
-
-def _answers(url):
-    try:
-        return _get(url)
-    except OSError:
-        return None
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _write_certs(cert_dir):
-    """ca.crt, tls.crt, tls.key for the operator's gRPC metrics service, which loads them at start.
-
-    In a cluster KEDA's cert rotation fills a Secret that the pod mounts; out of cluster nothing
-    mounts it, so the test makes a throwaway CA and a server/client certificate signed by it.
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keda-e2e-ca")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName("localhost"), x509.DNSName("keda-operator.%s.svc" % NAMESPACE),
-             x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keda-operator")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    (cert_dir / "ca.crt").write_bytes(ca.public_bytes(pem))
-    (cert_dir / "tls.crt").write_bytes(cert.public_bytes(pem))
-    key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    (cert_dir / "tls.key").write_bytes(key_pem)
-
-
-class Operator:
-    """The KEDA operator process and its log."""
-
-    def __init__(self, proc, log_path, grpc_address="", cert_dir=None):
-        self.proc = proc
-        self.log_path = log_path
-        self.grpc_address = grpc_address  # KEDA's metrics service, which the adapter asks
-        self.cert_dir = cert_dir
-
-    def log_tail(self, chars=6000):
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return text[-chars:]
-
-    @contextlib.contextmanager
-    def log_on_failure(self):
-        """Print the operator's log when the block fails, so pytest shows it with the failure."""
-        try:
-            yield
-        except BaseException:
-            print("---- keda-operator log (tail) ----\n%s" % self.log_tail())
-            raise
-
-
 @pytest.fixture(scope="module")
 def keda_operator_bin():
-    return _build("build_keda.sh", "KEDA's operator")
+    return _build("operator", "KEDA's operator")
 
 
 @pytest.fixture(scope="module")
 def keda_crds_dir():
-    return _build("build_keda_crds.sh", "KEDA's CRDs")
+    return _crds_dir()
 
 
 @pytest.fixture(scope="module")
@@ -215,141 +132,47 @@ def namespace(testbed):
 
 @pytest.fixture(scope="module")
 def simulator():
-    server = vllm_metrics_sim.serve(0, [SERVED])
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield "http://127.0.0.1:%d" % server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    """The queue of one pod of the model's Deployment, labelled as a PodMonitor scrape labels it
+    (namespace, pod): the ScaledObject's query selects its own Deployment's pods."""
+    sim = keda_rehearsal.Simulator()
+    sim.set(SERVED, 0, {"model_name": SERVED, "namespace": NAMESPACE, "pod": SIM_POD})
+    yield sim
+    sim.stop()
 
 
 @pytest.fixture(scope="module")
 def prometheus(simulator, tmp_path_factory):
-    """Debian's Prometheus on loopback, scraping the simulator every second."""
-    binary = shutil.which("prometheus")
-    if not binary:
-        pytest.skip("no prometheus binary (Debian's prometheus package; scripts/bootstrap.sh installs it)")
-    work = tmp_path_factory.mktemp("prometheus")
-    port = _free_port()
-    target = simulator.split("//", 1)[1]
-    (work / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: vllm-sim\n"
-        "    static_configs: [{targets: ['%s']}]\n" % target)
-    with open(work / "prometheus.log", "wb") as log:
-        proc = subprocess.Popen([binary, "--config.file=%s" % (work / "prometheus.yml"),
-                                 "--storage.tsdb.path=%s" % (work / "data"),
-                                 "--web.listen-address=127.0.0.1:%d" % port],
-                                stdout=log, stderr=subprocess.STDOUT)
-    url = "http://127.0.0.1:%d" % port
+    """Debian's Prometheus on loopback, scraping the simulator every second (testbed/keda_rehearsal.py)."""
     try:
-        query = url + "/api/v1/query?query=up%7Bjob%3D%22vllm-sim%22%7D"
-        wait_for(lambda: proc.poll() is None and '"value"' in (_answers(query) or ""), timeout=60,
-                 what="Prometheus to scrape the simulator (log: %s)" % (work / "prometheus.log"))
-        yield url
-    finally:
-        _stop(proc)
+        prom = keda_rehearsal.Prometheus(tmp_path_factory.mktemp("prometheus"), [simulator.target])
+    except keda_rehearsal.BuildError as exc:
+        pytest.skip(str(exc))
+    yield prom.url
+    prom.stop()
 
 
 @pytest.fixture(scope="module")
 def operator(testbed, namespace, keda_operator_bin, tmp_path_factory):
     """KEDA's operator out of cluster: admin kubeconfig, one watched namespace, loopback ports."""
-    work = tmp_path_factory.mktemp("keda-operator")
-    certs, trusted = work / "certs", work / "ca"
-    certs.mkdir()
-    trusted.mkdir()
-    _write_certs(certs)
-    # --ca-dir must hold certificates only (a key there is logged as an error).
-    shutil.copy(certs / "ca.crt", trusted / "ca.crt")
-    probe, grpc = _free_port(), "127.0.0.1:%d" % _free_port()
-    env = dict(os.environ, KUBECONFIG=testbed.kubeconfig,
-               # Watch only our namespace; cluster objects (the TLS Secret, leases) live there too.
-               WATCH_NAMESPACE=namespace, KEDA_CLUSTER_OBJECT_NAMESPACE=namespace, POD_NAMESPACE=namespace,
-               NO_PROXY="127.0.0.1,localhost," + os.environ.get("NO_PROXY", ""))
-    args = [keda_operator_bin,
-            "--leader-elect=false", "--enable-cert-rotation=false",
-            "--cert-dir=%s" % certs, "--ca-dir=%s" % trusted,
-            "--metrics-bind-address=127.0.0.1:%d" % _free_port(),
-            "--health-probe-bind-address=127.0.0.1:%d" % probe,
-            "--metrics-service-bind-address=%s" % grpc,
-            "--zap-encoder=console", "--zap-log-level=info"]
-    log_path = work / "operator.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-    handle = Operator(proc, log_path, grpc, certs)
-    try:
-        with handle.log_on_failure():
-            wait_for(lambda: proc.poll() is None and _answers("http://127.0.0.1:%d/readyz" % probe) == "ok",
-                     timeout=90, what="the KEDA operator's readyz (exit code %s)" % proc.poll())
-        yield handle
-    finally:
-        _stop(proc)
+    handle = keda_rehearsal.Operator(keda_operator_bin, testbed.kubeconfig, namespace,
+                                     tmp_path_factory.mktemp("keda-operator"))
+    yield handle
+    handle.stop()
 
 
 @pytest.fixture(scope="module")
 def metrics_adapter(testbed, namespace, operator, tmp_path_factory):
-    """KEDA's metrics adapter out of cluster, serving external.metrics.k8s.io to kube-apiserver.
-
-    The APIService needs a Service, and Endpoints cannot point at loopback; an ExternalName Service
-    whose name is 127.0.0.1 can: the aggregator resolves it to host:port without kube-proxy (the
-    way kwokctl registers metrics-server in its native mode, testbed-recipes.md section 5). The
-    APIService is cluster-wide, so the test skips if another one holds the name and always
-    removes its own.
-    """
-    binary = _build("build_keda.sh adapter", "KEDA's metrics adapter")
-    registry = client.ApiregistrationV1Api(testbed.api)
+    """KEDA's metrics adapter out of cluster behind the external metrics APIService (an ExternalName
+    Service whose name is 127.0.0.1: testbed/keda_rehearsal.py Adapter). The APIService is
+    cluster-wide, so the test skips if another one holds the name and always removes its own."""
+    binary = _build("adapter", "KEDA's metrics adapter")
     try:
-        registry.read_api_service(EXTERNAL_METRICS_API)
-        pytest.skip("%s is already registered on the testbed (not by this test)" % EXTERNAL_METRICS_API)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-    work = tmp_path_factory.mktemp("keda-adapter")
-    port = _free_port()
-    env = dict(os.environ, KUBECONFIG=testbed.kubeconfig, WATCH_NAMESPACE=namespace,
-               KEDA_CLUSTER_OBJECT_NAMESPACE=namespace, POD_NAMESPACE=namespace)
-    certs = operator.cert_dir
-    # The adapter trusts kube-apiserver's proxy client certificate through the cluster CA that
-    # kube-system/extension-apiserver-authentication publishes, and asks the apiserver (admin
-    # kubeconfig) to authorize. It logs that the testbed has no requestheader CA: that is expected.
-    args = [binary, "--secure-port=%d" % port, "--bind-address=127.0.0.1", "--cert-dir=%s" % certs,
-            "--tls-cert-file=%s" % (certs / "tls.crt"), "--tls-private-key-file=%s" % (certs / "tls.key"),
-            "--lister-kubeconfig=%s" % testbed.kubeconfig, "--authentication-kubeconfig=%s" % testbed.kubeconfig,
-            "--authorization-kubeconfig=%s" % testbed.kubeconfig,
-            "--metrics-service-address=%s" % operator.grpc_address, "--port=%d" % _free_port()]
-    log_path = work / "adapter.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-    v1 = client.CoreV1Api(testbed.api)
-    try:
-        v1.create_namespaced_service(namespace, {
-            "metadata": {"name": "keda-metrics-apiserver"},
-            "spec": {"type": "ExternalName", "externalName": "127.0.0.1", "ports": [{"name": "https", "port": port}]}})
-        registry.create_api_service({
-            "metadata": {"name": EXTERNAL_METRICS_API},
-            "spec": {"group": "external.metrics.k8s.io", "version": "v1beta1", "insecureSkipTLSVerify": True,
-                     "groupPriorityMinimum": 100, "versionPriority": 100,
-                     "service": {"namespace": namespace, "name": "keda-metrics-apiserver", "port": port}}})
-
-        def available():
-            conds = registry.read_api_service(EXTERNAL_METRICS_API).status.conditions or []
-            return any(c.type == "Available" and c.status == "True" for c in conds)
-
-        try:
-            wait_for(lambda: proc.poll() is None and available(), timeout=90,
-                     what="APIService %s Available (adapter exit code %s)" % (EXTERNAL_METRICS_API, proc.poll()))
-        except BaseException:
-            print("---- keda-adapter log (tail) ----\n%s" % log_path.read_text(errors="replace")[-6000:])
-            raise
-        yield log_path
-    finally:
-        try:
-            registry.delete_api_service(EXTERNAL_METRICS_API)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        _stop(proc)
+        handle = keda_rehearsal.Adapter(binary, testbed.api, testbed.kubeconfig, namespace, operator,
+                                        tmp_path_factory.mktemp("keda-adapter"))
+    except keda_rehearsal.Adapter.AlreadyRegistered as exc:
+        pytest.skip(str(exc))
+    yield handle.log_path
+    handle.stop()
 
 
 @pytest.fixture(scope="module")
@@ -365,15 +188,12 @@ def cpu_deployment(testbed, namespace):
     return MODEL
 
 
-def _set_queue(sim_url, waiting):
-    req = urllib.request.Request(sim_url + "/state", method="PUT",
-                                 data=json.dumps({SERVED: {"waiting": waiting}}).encode("utf-8"))
-    with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 (loopback only)
-        assert json.load(resp)[SERVED]["waiting"] == waiting
+def _set_queue(sim, waiting):
+    sim.set(SERVED, waiting)
 
 
 def _prom_value(prom_url, query):
-    body = json.loads(_get(prom_url + "/api/v1/query?" + urllib.parse.urlencode({"query": query})))
+    body = json.loads(keda_rehearsal.http_get(prom_url + "/api/v1/query?" + urllib.parse.urlencode({"query": query})))
     result = body["data"]["result"]
     return float(result[0]["value"][1]) if result else None
 
@@ -532,3 +352,54 @@ def test_queue_spike_scales_one_to_n_through_the_hpa(testbed, keda_crds_dir, pro
         record_property("hpa_scale_up_seconds", round(up_seconds, 1))
         record_property("hpa_scale_down_seconds", round(down_seconds, 1))
         print("HPA 1->3 in %.1fs, 3->1 in %.1fs" % (up_seconds, down_seconds))
+
+
+@pytest.mark.timeout(1800)
+def test_rerun_of_vllm_service_leaves_replicas_where_keda_put_them(testbed, gpu_plugins, nvidia_runtime_class,
+                                                                    keda_crds_dir, prometheus, simulator, operator,
+                                                                    metrics_adapter, tmp_path):
+    """Issue 12, item 2: "each rerun of week 2 re-applies replicas with force_conflicts, taking the
+    Deployment back from KEDA's HPA". The real KEDA operator and adapter scale the vllm_service
+    role's Deployment 1 -> 2 on its queue (the HPA writes spec.replicas through the scale
+    subresource); a rerun of the role then changes nothing, writes nothing, and replicas stays at 2.
+    The role owned by the models slice applies spec.replicas on create only when the model is in
+    autoscaling_models (roles/vllm_service/tasks/live.yml); the old role re-applied it."""
+    apps = client.AppsV1Api(testbed.api)
+    name, served = "as-keda", "example/as-keda"
+    # 8 waiting at a target of 5 per replica: ceil(8 / 5) = 2 replicas, which is also the cap
+    # (two A100 nodes on the testbed, one GPU each).
+    sim_key = "as-keda"
+    labels = {"model_name": served, "namespace": NAMESPACE, "pod": "%s-sim0-0" % name}
+    sim = simulator
+    sim.set(sim_key, 0, labels)
+    varz = dict(base_vars(NAMESPACE, [model(name, SMALL, "NVIDIA A100-SXM4-80GB", replicas=1)]),
+                vllm_service_metrics="annotations", vllm_service_create_namespace=False,
+                autoscaling_models=[{"name": name, "namespace": NAMESPACE}])
+    with operator.log_on_failure():
+        rc, out, _recap = run_role(testbed, tmp_path, varz)
+        assert rc == 0, out[-6000:]
+        so = {"name": name, "served_model_name": served, "min_replicas": 1, "max_replicas": 2, "gpu_trigger": False,
+              "polling_interval": POLL, "queue_threshold": 5, "scale_up_pods": 2, "scale_up_period_seconds": 15,
+              "scale_down_stabilization_seconds": 0}
+        extra = {"ansible_python_interpreter": sys.executable, "keda_crds_path": keda_crds_dir,
+                 "ns": NAMESPACE, "prom": prometheus, "models": [so]}
+        rc, data = run_play_json(testbed, tmp_path, PLAYBOOK, extra)
+        assert rc == 0, json.dumps(data.get("stats"))
+
+        sim.set(sim_key, 8)
+        wait_for(lambda: apps.read_namespaced_deployment_scale(name, NAMESPACE).spec.replicas == 2, timeout=HPA_BOUND,
+                 what="KEDA's HPA to scale the vllm_service Deployment 1 -> 2")
+        dep = apps.read_namespaced_deployment(name, NAMESPACE)
+        owners = [f.manager for f in dep.metadata.managed_fields
+                  if "f:replicas" in ((f.fields_v1 or {}).get("f:spec") or {})]
+        assert owners and all(o != "gpuops.llm" and "gpuops" not in o for o in owners), owners
+
+        marker = testbed.audit_marker()
+        rc, out, recap = run_role(testbed, tmp_path, varz)
+        assert rc == 0 and recap["changed"] == 0, out[-4000:]
+        # The role's own writes (the HPA's scale writes are the subresource, and system ones are left out).
+        writes = [w for w in testbed.audit_writes(marker) if w["resource"] == "deployments"
+                  and w["namespace"] == NAMESPACE and not w["subresource"]]
+        assert writes == [], "the rerun wrote the Deployment: %s" % writes
+        assert apps.read_namespaced_deployment_scale(name, NAMESPACE).spec.replicas == 2
+        sim.set(sim_key, 0)
