@@ -142,6 +142,8 @@ class Testbed:
     def down(self) -> None:
         import cluster_autoscaler  # the real autoscaler, when a rehearsal or test left it running
         cluster_autoscaler.stop(self)
+        import keda_rehearsal  # KEDA's operator, adapter and Prometheus, when a rehearsal left them
+        keda_rehearsal.stop(self)
         self.stop_agent()
         if self.cluster_dir.exists():
             self.kwokctl("delete", "cluster", check=False)
