@@ -250,7 +250,10 @@ class Testbed:
                 break
             time.sleep(0.1)
         else:
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it exited after the last check
         self.agent_pid.unlink(missing_ok=True)
 
     # ---- status ------------------------------------------------------------------------
