@@ -9,8 +9,9 @@ policy roles/cluster_autoscaler wrote (its cluster_autoscaler_policy_file: flags
 
 - each node group of the policy whose name is a testbed pool becomes a kwok node group: one template
   node in the kwok-provider-templates ConfigMap, shaped like that pool's live node (labels, taints,
-  cpu/memory/pods, nvidia.com/gpu from testbed/cluster.yml), grouped by the pool label
-  (kwok-provider-config nodegroups.fromNodeLabelKey), max-count = the group's max_nodes;
+  cpu/memory/pods, nvidia.com/gpu from testbed/cluster.yml), grouped by an annotation only the
+  autoscaled nodes carry (nodegroups.fromNodeAnnotationKey; see provider_objects), max-count = the
+  group's max_nodes;
 - the kwok provider (cloudprovider/kwok at that tag) names new nodes <group>-<5 random chars>,
   creates them from the template with providerID kwok:<name> and annotation kwok.x-k8s.io/node=fake
   (so the testbed's kwok controller runs them), and deletes them on scale-down and when it exits;
@@ -62,6 +63,14 @@ TIMINGS = {
     "scale-down-delay-after-failure": "5s",
     "max-node-provision-time": "2m",
 }
+# The autoscaler's GPU label (kwok-provider-config nodes.gpuConfig.gpuLabelKey), on autoscaled GPU nodes only:
+# the one the clusterapi provider documents (cloudprovider/clusterapi README "Special note on GPU instances").
+# Not the NFD label every testbed GPU node has: a node with the GPU label, no nvidia.com/gpu allocatable
+# (the MIG nodes advertise nvidia.com/mig-*) and no autoscaled node group makes every GPU scale-up fail
+# (processors/customresources/gpu_processor.go: "node without with gpu label, without capacity not
+# belonging to autoscaled node group"), as it would on a real cluster.
+GPU_LABEL = "cluster-api/accelerator"
+GROUP_ANNOTATION = "gpuops.llm/testbed-autoscaled-pool"
 # Flags that name the real cloud's node groups or the in-cluster Deployment's namespace.
 PROVIDER_FLAGS = ("cloud-provider", "nodes", "node-group-auto-discovery", "namespace", "gpu-total")
 
@@ -84,6 +93,10 @@ def pool_spec(tb: testbed.Testbed) -> dict[str, dict]:
     return out
 
 
+def gpu_type(n: dict) -> str:
+    return "-".join(n["gpu_model"].lower().replace("_", " ").split())
+
+
 def template_node(tb: testbed.Testbed, group: dict, live) -> dict:
     """The kwok template for one node group: the pool's live node's labels and taints, its spec's capacity."""
     n = pool_spec(tb)[group["name"]]
@@ -98,10 +111,11 @@ def template_node(tb: testbed.Testbed, group: dict, live) -> dict:
     cap = dict(body["status"]["capacity"])
     if n.get("gpu_count") and not n.get("mig_enabled"):
         cap["nvidia.com/gpu"] = str(n["gpu_count"])
+        labels[GPU_LABEL] = gpu_type(n)
     return {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": "tmpl-" + group["name"], "labels": labels, "annotations": {
-            MIN_ANNOTATION: "0", MAX_ANNOTATION: str(group["max_nodes"])}},
+            GROUP_ANNOTATION: group["name"], MIN_ANNOTATION: "0", MAX_ANNOTATION: str(group["max_nodes"])}},
         "spec": {"taints": taints},
         "status": {"capacity": cap, "allocatable": dict(cap), "nodeInfo": body["status"]["nodeInfo"]},
     }
@@ -122,12 +136,18 @@ def provider_objects(tb: testbed.Testbed, policy: dict) -> list[dict]:
     config = {
         "apiVersion": "v1alpha1",
         "readNodesFrom": "configmap",
-        "nodegroups": {"fromNodeLabelKey": testbed.POOL_LABEL},
+        # By an annotation only autoscaled nodes carry: the provider's Refresh() sets a group's target size to
+        # the count of ALL nodes with the key (kwok_provider.go), so grouping by the pool label would count the
+        # testbed's own nodes, which Nodes() (by cluster-autoscaler.kwok.nodegroup/name) never lists, and the
+        # group would be "not ready for scaleup - unhealthy" forever.
+        "nodegroups": {"fromNodeAnnotationKey": GROUP_ANNOTATION},
         # skipTaint: the pool's own taints are the template's; no extra kwok-provider taint.
         "nodes": {"skipTaint": True,
                   # Nodes with this label and no allocatable GPU yet are "not ready" to the autoscaler,
                   # as on a cloud before the device plugin runs.
-                  "gpuConfig": {"gpuLabelKey": testbed.NFD_GPU_LABEL, "availableGPUTypes": {"true": {}}}},
+                  "gpuConfig": {"gpuLabelKey": GPU_LABEL,
+                                "availableGPUTypes": {gpu_type(pools[g["name"]]): {} for g in groups
+                                                      if pools[g["name"]].get("gpu_count")} or {"none": {}}}},
         "configmap": {"name": "kwok-provider-templates"},
     }
     prio: dict[int, list[str]] = {}

@@ -88,7 +88,8 @@ def test_pending_gpu_pods_scale_the_training_pool_up_and_back_to_zero(testbed, g
         assert kwok_nodes(v1, "llm-inference") == [], "the right pool only"
         node = v1.read_node(added[0])
         assert node.metadata.annotations.get("kwok.x-k8s.io/node") == "fake"  # the testbed's kwok runs it
-        assert node.metadata.labels[tb_mod.NFD_GPU_LABEL] == "true"
+        assert node.metadata.labels[tb_mod.NFD_GPU_LABEL] == "true"  # the pool's shape: the plugin DaemonSet lands
+        assert node.metadata.labels[ca_runner.GPU_LABEL] == "nvidia-a100-sxm4-40gb"
         # The node agent advertises its simulated GPUs once the device plugin stand-in runs there.
         wait_for(lambda: (testbed.nvml_dir / f"{added[0]}.json").exists()
                  and v1.read_node(added[0]).status.allocatable.get("nvidia.com/gpu") == "8",

@@ -39,7 +39,8 @@ def test_template_has_the_pools_shape_and_the_groups_max():
     t = ca.template_node(tb, POLICY["node_groups"][1], live_node())
     ann = t["metadata"]["annotations"]
     # kwok_constants.go NGMinSizeAnnotation / NGMaxSizeAnnotation; min 0: kwok's target starts at min.
-    assert ann == {"cluster-autoscaler.kwok.nodegroup/min-count": "0", "cluster-autoscaler.kwok.nodegroup/max-count": "1"}
+    assert ann == {"cluster-autoscaler.kwok.nodegroup/min-count": "0", "cluster-autoscaler.kwok.nodegroup/max-count": "1",
+                   ca.GROUP_ANNOTATION: "llm-training"}
     labels = t["metadata"]["labels"]
     assert labels[testbed.POOL_LABEL] == "llm-training" and labels["workload-class"] == "training"
     assert "kubernetes.io/hostname" not in labels  # kwok README: "What is not supported"
@@ -47,6 +48,8 @@ def test_template_has_the_pools_shape_and_the_groups_max():
     spec = [n for n in tb.spec["nodes"] if n["pool"] == "llm-training"][0]
     assert t["status"]["capacity"]["nvidia.com/gpu"] == str(spec["gpu_count"])
     assert t["status"]["capacity"]["cpu"] == str(spec["cpu"])
+    # Only autoscaled GPU nodes carry the autoscaler's GPU label (see GPU_LABEL: gpu_processor.go).
+    assert labels[ca.GPU_LABEL] == "nvidia-a100-sxm4-40gb"
 
 
 def test_args_keep_the_roles_policy_and_drop_the_real_clouds_node_groups():
@@ -78,7 +81,8 @@ def test_provider_config_is_what_kwok_config_go_accepts(monkeypatch):
     assert set(cms) == {"kwok-provider-config", "kwok-provider-templates", "cluster-autoscaler-priority-expander"}
     config = yaml.safe_load(cms["kwok-provider-config"]["data"]["config"])  # configKey "config"
     assert config["apiVersion"] == "v1alpha1" and config["readNodesFrom"] == "configmap"
-    assert config["nodegroups"] == {"fromNodeLabelKey": testbed.POOL_LABEL}
+    # Not the pool label: Refresh() would count the testbed's own nodes into the group's target size.
+    assert config["nodegroups"] == {"fromNodeAnnotationKey": ca.GROUP_ANNOTATION}
     assert config["configmap"]["name"] == "kwok-provider-templates"
     gpu = config["nodes"]["gpuConfig"]
     assert gpu["gpuLabelKey"] and gpu["availableGPUTypes"]  # both or LoadConfigFile errors
