@@ -129,10 +129,10 @@ def test_the_stand_in_leaves_what_a_real_operator_leaves(testbed, operator, tmp_
 
 def test_week1_deploys_no_second_device_plugin_gfd_or_exporter(testbed, week1):
     v1, apps = client.CoreV1Api(testbed.api), client.AppsV1Api(testbed.api)
-    assert "not deploying device plugin, GFD, DCGM exporter" in week1
     ds = {(d.metadata.namespace, d.metadata.name) for d in apps.list_daemon_set_for_all_namespaces().items}
-    assert {n for ns, n in ds if ns == "gpu-operator"} == THEIR_DAEMONSETS
     assert not [d for d in ds if d[0] in OUR_NAMESPACES], ds
+    assert {n for ns, n in ds if ns == "gpu-operator"} == THEIR_DAEMONSETS
+    assert "not deploying device plugin, GFD, DCGM exporter" in week1
     # The mig role went through mig-manager: the inventory's all-balanced is the node's label.
     labels = _labels(v1, NODE)
     assert labels["nvidia.com/mig.config"] == "all-balanced"
