@@ -387,7 +387,7 @@ def _apply(custom, body: dict) -> None:
     """Server-side apply as the autoscaling role does (its field manager, force)."""
     meta = body["metadata"]
     custom.patch_namespaced_custom_object("keda.sh", "v1alpha1", meta["namespace"], "scaledobjects", meta["name"],
-                                          json.dumps(body), field_manager=FIELD_MANAGER, force=True,
+                                          body, field_manager=FIELD_MANAGER, force=True,
                                           _content_type="application/apply-patch+yaml")
 
 
