@@ -62,6 +62,9 @@ TIMINGS = {
     "scale-down-delay-after-delete": "0s",
     "scale-down-delay-after-failure": "5s",
     "max-node-provision-time": "2m",
+    # A node whose GPUs never show (no device plugin pod there) is unready to the autoscaler; it removes
+    # such a node after this (default 20m).
+    "scale-down-unready-time": "30s",
 }
 # The autoscaler's GPU label (kwok-provider-config nodes.gpuConfig.gpuLabelKey), on autoscaled GPU nodes only:
 # the one the clusterapi provider documents (cloudprovider/clusterapi README "Special note on GPU instances").
@@ -251,7 +254,8 @@ def per_pool(evts: list[dict]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for e in evts:
         p = out.setdefault(e["pool"], {"added": 0, "removed": 0})
-        p[e["event"]] += 1
+        key = "removed_at_exit" if e.get("at_exit") else e["event"]  # its clean-up, not a scale-down
+        p[key] = p.get(key, 0) + 1
     return out
 
 
@@ -366,7 +370,7 @@ def rehearse(tb: testbed.Testbed, policy_path: pathlib.Path, pool: str = "llm-tr
               f" ({time.monotonic() - t0:.0f}s)")
         if ok:
             wait(lambda: any(p.status.phase == "Running" and p.spec.node_name in autoscaled()
-                             for p in v1.list_namespaced_pod(ns).items), 60)
+                             for p in v1.list_namespaced_pod(ns).items), 30)
     finally:
         v1.delete_namespace(ns, grace_period_seconds=0)
     if ok:

@@ -39,7 +39,8 @@ def main() -> int:
     if ca_events:
         print("\nCluster Autoscaler 1.36.1 (kwok provider, the role's policy): nodes per pool")
         for pool, c in sorted(cluster_autoscaler.per_pool(ca_events).items()):
-            print(f"  {pool:<20} added {c['added']}, removed {c['removed']}")
+            left = f" (and {c['removed_at_exit']} deleted when it stopped)" if c.get("removed_at_exit") else ""
+            print(f"  {pool:<20} added {c['added']}, removed {c['removed']}{left}")
     import keda_rehearsal  # replicas over time under the real KEDA operator (scripts/run.sh)
     keda = keda_rehearsal.timeline(tb)
     if keda:

@@ -94,5 +94,6 @@ def test_provider_config_is_what_kwok_config_go_accepts(monkeypatch):
 
 def test_per_pool_counts():
     ev = [{"event": "added", "pool": "llm-training"}, {"event": "removed", "pool": "llm-training"},
-          {"event": "added", "pool": "llm-inference"}]
-    assert ca.per_pool(ev) == {"llm-training": {"added": 1, "removed": 1}, "llm-inference": {"added": 1, "removed": 0}}
+          {"event": "added", "pool": "llm-inference"}, {"event": "removed", "pool": "llm-inference", "at_exit": True}]
+    assert ca.per_pool(ev) == {"llm-training": {"added": 1, "removed": 1},
+                               "llm-inference": {"added": 1, "removed": 0, "removed_at_exit": 1}}
