@@ -102,8 +102,9 @@ def plugin_config(v1: client.CoreV1Api, node_name: str):
 
     Its `sharing` section decides replicas and the sharing labels (k8s-device-plugin api/config/v1)."""
     found = None
-    for pod in v1.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node_name}",
-                    label_selector=f"app.kubernetes.io/name in ({DEVICE_PLUGIN},{GFD})").items:
+    pods = v1.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node_name}",
+                                          label_selector=f"app.kubernetes.io/name in ({DEVICE_PLUGIN},{GFD})")
+    for pod in pods.items:
         if pod.status.phase != "Running" or pod.metadata.deletion_timestamp:
             continue
         if pod.metadata.uid not in _CONFIGS:

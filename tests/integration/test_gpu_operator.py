@@ -233,7 +233,7 @@ def test_mig_manager_failing_puts_the_previous_config_back_and_uncordons(testbed
     state = nvml_sim.load_state(path)
     nvml_sim.inject_failure(state, "create_gpu_instance", code=nvml.UNKNOWN, gpu=0)
     nvml_sim.save_state(path, state)
-    rc, out, _ = _mig_play(testbed, {"7g.80gb": 1})
+    rc, out, _err = _mig_play(testbed, {"7g.80gb": 1})
     assert rc != 0
     assert "nvidia.com/mig.config.state=failed" in out, out[-3000:]
     assert f"Previous config {prev} put back" in out and "Node resumed" in out, out[-3000:]

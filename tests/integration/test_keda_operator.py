@@ -33,7 +33,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 import keda_rehearsal
-from test_model_layer import SMALL, base_vars, model, nvidia_runtime_class, run_role  # noqa: F401 (fixture)
+from test_model_layer import SMALL, base_vars, model, nvidia_runtime_class, run_role  # noqa: F401 pylint: disable=unused-import (fixture)
 from conftest import ROOT, run_play_json, wait_for
 
 pytestmark = pytest.mark.integration
@@ -355,9 +355,9 @@ def test_queue_spike_scales_one_to_n_through_the_hpa(testbed, keda_crds_dir, pro
 
 
 @pytest.mark.timeout(1800)
-def test_rerun_of_vllm_service_leaves_replicas_where_keda_put_them(testbed, gpu_plugins, nvidia_runtime_class,
-                                                                    keda_crds_dir, prometheus, simulator, operator,
-                                                                    metrics_adapter, tmp_path):
+def test_rerun_of_vllm_service_leaves_replicas_where_keda_put_them(
+        testbed, gpu_plugins, nvidia_runtime_class, keda_crds_dir, prometheus, simulator, operator,
+        metrics_adapter, tmp_path):
     """Issue 12, item 2: "each rerun of week 2 re-applies replicas with force_conflicts, taking the
     Deployment back from KEDA's HPA". The real KEDA operator and adapter scale the vllm_service
     role's Deployment 1 -> 2 on its queue (the HPA writes spec.replicas through the scale

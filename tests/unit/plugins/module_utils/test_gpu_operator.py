@@ -126,7 +126,7 @@ def test_merge_appends_our_config_and_keeps_the_owners_text():
 
 
 def test_merge_replaces_a_changed_entry_and_rejects_a_malformed_file():
-    text, _ = go.merge_config_text(CUSTOM, "gpuops-x", go.entries_for_devices({"1g.10gb": 7}), "cm")
+    text, _changed = go.merge_config_text(CUSTOM, "gpuops-x", go.entries_for_devices({"1g.10gb": 7}), "cm")
     new, changed = go.merge_config_text(text, "gpuops-x", go.entries_for_devices({"7g.80gb": 1}), "cm")
     assert changed and yaml.safe_load(new)["mig-configs"]["gpuops-x"][0]["mig-devices"] == {"7g.80gb": 1}
     with pytest.raises(Exception, match="version"):
