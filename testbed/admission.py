@@ -290,7 +290,7 @@ def image_user_policy(images: list[dict]) -> list[dict]:
                     % (bad, _uid("c", e["default_uid"]), repo, users)),
             })
         # kubelet verifyRunAsNonRoot without runAsUser: it reads the image's USER.
-        user = str(e.get("user", "")).split(":")[0]
+        user = str(e.get("user", "")).split(":", maxsplit=1)[0]
         if user in ("", "0", "root") or e["default_uid"] == 0:
             why = "its image %s runs as root (no USER or USER root)" % repo
         elif not user.isdigit():
@@ -373,9 +373,9 @@ def active(api_client) -> bool:
         raise
 
 
-def wait_enforced(api_client, timeout: float = 30.0) -> None:
-    """Policies are enforced once the apiserver has compiled them: wait until each reports its
-    observed generation with no type-checking warnings that would make it fail."""
+def wait_enforced(api_client, images: list[dict] | None = None, timeout: float = 30.0) -> None:
+    """Wait until the apiserver has compiled each policy (its observed generation, with no
+    type-checking warnings that would make it fail) and, given the image facts, refuses a probe."""
     import time
     from kubernetes import client
     api = client.AdmissionregistrationV1Api(api_client)
@@ -389,8 +389,28 @@ def wait_enforced(api_client, timeout: float = 30.0) -> None:
                 pending.append(name)
             elif st.type_checking and st.type_checking.expression_warnings:
                 raise RuntimeError("testbed policy %s: %s" % (name, [w.warning for w in st.type_checking.expression_warnings]))
-        if not pending:
+        if not pending and (images is None or _probe_refused(api_client, images)):
             return
         if time.monotonic() > end:
-            raise RuntimeError("testbed policies not compiled after %ss: %s" % (timeout, pending))
+            raise RuntimeError("testbed policies not enforced after %ss: %s" % (timeout, pending or "dry-run probe admitted"))
         time.sleep(0.5)
+
+
+def _probe_refused(api_client, images: list[dict]) -> bool:
+    """Whether the apiserver's admission plugin already enforces the policies: a compiled policy is
+    enforced only once the plugin's informers have its binding too. A server-side dry-run CREATE of a
+    pod running an image as a uid it lacks goes through admission and persists nothing."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+    image = next((e for e in images if not e.get("any_uid")), None)
+    if image is None:
+        return True
+    uid = max(u["uid"] for u in image["users"].values()) + 4242  # a uid the image defines no user for
+    pod = {"metadata": {"name": "gpuops-testbed-policy-probe"},
+           "spec": {"securityContext": {"runAsUser": uid, "runAsGroup": uid},
+                    "containers": [{"name": "probe", "image": "%s:%s" % (image["repository"], image["tags"][0])}]}}
+    try:
+        client.CoreV1Api(api_client).create_namespaced_pod("default", pod, dry_run="All")
+    except ApiException as e:
+        return e.status in (403, 422)
+    return False
