@@ -39,20 +39,35 @@ class TestbedHandle:
         """Write requests (create/update/patch/delete) logged since the marker."""
         time.sleep(0.2)
         out = []
-        with open(self.tb.audit_log, "rb") as f:
-            f.seek(since)
-            for line in f:
+        for i, line in enumerate(self._audit_lines(since)):
+            try:
                 ev = json.loads(line)
-                agent = ev.get("userAgent", "")
-                if not include_system and agent.startswith(SYSTEM_AGENTS):
-                    continue
-                if "dryRun=" in ev.get("requestURI", ""):
-                    continue  # a server-side dry run (check mode) is logged with its verb but persists nothing
-                ref = ev.get("objectRef", {})
-                out.append({"verb": ev["verb"], "resource": ref.get("resource"), "subresource": ref.get("subresource"),
-                            "namespace": ref.get("namespace"), "name": ref.get("name"), "user_agent": agent,
-                            "code": ev.get("responseStatus", {}).get("code")})
+            except json.JSONDecodeError:
+                if i == 0:
+                    continue  # the marker fell inside an event being written: it belongs before the marker
+                raise
+            agent = ev.get("userAgent", "")
+            if not include_system and agent.startswith(SYSTEM_AGENTS):
+                continue
+            if "dryRun=" in ev.get("requestURI", ""):
+                continue  # a server-side dry run (check mode) is logged with its verb but persists nothing
+            ref = ev.get("objectRef", {})
+            out.append({"verb": ev["verb"], "resource": ref.get("resource"), "subresource": ref.get("subresource"),
+                        "namespace": ref.get("namespace"), "name": ref.get("name"), "user_agent": agent,
+                        "code": ev.get("responseStatus", {}).get("code")})
         return out
+
+    def _audit_lines(self, since: int, timeout: float = 10.0) -> list[bytes]:
+        """The audit log's whole lines from `since`; the apiserver writes an event in more than one
+        write, so a last line without its newline is read again until it is complete."""
+        deadline = time.time() + timeout
+        while True:
+            with open(self.tb.audit_log, "rb") as f:
+                f.seek(since)
+                data = f.read()
+            if data.endswith(b"\n") or not data or time.time() > deadline:
+                return data.splitlines()
+            time.sleep(0.1)
 
     def env(self) -> dict:
         env = self.tb.env()
@@ -144,8 +159,13 @@ def gpu_plugins(testbed):
             if not all(x.status == 409 for x in e.api_exceptions):
                 raise
     v1 = client.CoreV1Api(testbed.api)
-    wait_for(lambda: v1.read_node("inf-a100-0").status.allocatable.get("nvidia.com/gpu") == "1",
-             timeout=90, what="inf-a100-0 to advertise nvidia.com/gpu")
+    # Every whole-GPU node of cluster.yml (MIG nodes advertise only the instances they have).
+    want = {n["name"]: str(n["gpu_count"]) for n in testbed.tb.spec["nodes"] if n.get("gpu_count") and not n.get("mig_enabled")}
+
+    def missing():
+        have = {n.metadata.name: (n.status.allocatable or {}).get("nvidia.com/gpu") for n in v1.list_node().items}
+        return sorted(name for name, count in want.items() if have.get(name) != count)
+    wait_for(lambda: not missing(), timeout=120, what="every whole-GPU node to advertise its nvidia.com/gpu")
     yield
     v1.delete_namespace("testbed-gpu-standin")
     # The next module may create the stand-ins again: not into a namespace still terminating.

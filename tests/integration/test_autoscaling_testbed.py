@@ -131,7 +131,9 @@ def test_autoscaling_role_on_the_testbed(testbed, namespace, tmp_path):
     assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] > 0
     triggers = {t["name"]: t for t in spec["triggers"]}
     queue = triggers["queue-depth"]["metadata"]
-    assert queue["query"] == 'sum(vllm:num_requests_waiting{model_name="%s"})' % SERVED
+    # Its own Deployment's pods only (issue 12): two services of one model never share a queue.
+    assert queue["query"] == ('sum(vllm:num_requests_waiting{model_name="%s",namespace="%s",'
+                              'pod=~"llama3-8b-[a-z0-9]+-[a-z0-9]+"})' % (SERVED, namespace))
     assert queue["threshold"] == "5" and queue["serverAddress"] == PROM
     assert "DCGM_FI_DEV_GPU_UTIL" in triggers["gpu-activity"]["metadata"]["query"]
     assert all("metricName" not in t["metadata"] for t in spec["triggers"])
