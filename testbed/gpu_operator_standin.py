@@ -50,6 +50,7 @@ from ansible_collections.gpuops.llm.plugins.module_utils import gpu_operator as 
 from ansible_collections.gpuops.llm.plugins.module_utils import mig, nvml  # noqa: E402
 
 NAMESPACE = go.DEFAULT_NAMESPACE
+RUNTIME_CLASS = "nvidia"  # DefaultRuntimeClass, controllers/object_controls.go
 POLICY = "cluster-policy"  # deployments/gpu-operator/templates/clusterpolicy.yaml
 CUSTOM_CONFIGMAP = "custom-mig-parted-config"
 NFD_GPU_LABEL = "feature.node.kubernetes.io/pci-10de.present"
@@ -129,19 +130,25 @@ def daemonset(name: str, deploy_label: str, strategy: str) -> dict:
                          "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
                                          {"operator": "Exists"}],
                          "priorityClassName": "system-node-critical",
+                         # setRuntimeClass (controllers/object_controls.go): under containerd every operand
+                         # runs with operator.runtimeClass, default "nvidia", whatever containerd's default.
+                         "runtimeClassName": RUNTIME_CLASS,
                          "containers": [{"name": name, "image": IMAGES[name], "env": env}]}}}}
 
 
 def install(api, strategy: str = "mixed", custom: bool = True) -> None:
     ext = client.ApiextensionsV1Api(api)
     _create(lambda: ext.create_custom_resource_definition(crd()))
-    for _ in range(100):
+    for _attempt in range(100):
         c = ext.read_custom_resource_definition(go.CRD_NAME)
         if any(x.type == "Established" and x.status == "True" for x in (c.status.conditions or [])):
             break
         time.sleep(0.1)
     v1, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     _create(lambda: v1.create_namespace({"metadata": {"name": NAMESPACE}}))
+    # The operator writes the RuntimeClass its operands use (transformRuntimeClass, handler nvidia).
+    _create(lambda: client.NodeV1Api(api).create_runtime_class(
+        {"metadata": {"name": RUNTIME_CLASS}, "handler": RUNTIME_CLASS}))
     # The operator's own default ConfigMap (assets/state-mig-manager/0400_configmap.yaml), and a custom one.
     text = yaml.safe_dump(default_configs(), sort_keys=False)
     for cm in (go.DEFAULT_MIG_CONFIGMAP, CUSTOM_CONFIGMAP):
