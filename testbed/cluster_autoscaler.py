@@ -377,6 +377,7 @@ def rehearse(tb: testbed.Testbed, policy_path: pathlib.Path, pool: str = "llm-tr
         ok = wait(lambda: not autoscaled(), 180)
         print(f"cluster-autoscaler: {pool} {'back to zero autoscaled nodes' if ok else 'still has ' + ', '.join(autoscaled())}"
               f" ({time.monotonic() - t0:.0f}s)")
+        time.sleep(2)  # the runner polls each second: let it log the scale-down before its exit clean-up
     stop(tb)
     return 0 if ok else 1
 
