@@ -4,8 +4,8 @@
 """Cluster audit: pure checks over plain dicts read from the API server.
 
 Input is a *snapshot*: a dict of lists of API objects (nodes, pods, deployments, hpas,
-scaledobjects, daemonsets, prometheusrules, configmaps) plus the API groups the server
-serves. Output is a list of findings::
+scaledobjects, daemonsets, prometheusrules, configmaps, Cluster API machinedeployments) plus the
+API groups the server serves. Output is a list of findings::
 
     {"id": check id, "severity": critical|high|medium|low|info, "title": one line,
      "object": "Kind namespace/name", "evidence": {names and numbers}, "fix": what to do}
@@ -103,6 +103,11 @@ _SYSTEM_TAINT_PREFIXES = ("node.kubernetes.io/", "node.cloudprovider.kubernetes.
 # always-on inference nodes) and the flag that sizes a node group, --nodes=MIN:MAX:NAME.
 SCALE_DOWN_DISABLED = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
 _CA_NODES = re.compile(r"^(\d+):(\d+):(.+)$")
+# The clusterapi provider ignores --nodes: a MachineDeployment is a node group when it carries both
+# size annotations and matches a --node-group-auto-discovery=clusterapi:key=value,... spec
+# (cloudprovider/clusterapi README "Enabling Autoscaling", cluster-autoscaler-1.36.1).
+CAPI_MIN_SIZE = "cluster.x-k8s.io/cluster-api-autoscaler-node-group-min-size"
+CAPI_MAX_SIZE = "cluster.x-k8s.io/cluster-api-autoscaler-node-group-max-size"
 
 # vLLM's default --gpu-memory-utilization was 0.9 and is 0.92 in current CacheConfig (facts B).
 # Below 0.8 a dedicated GPU or MIG slice leaves a fifth of its memory out of the KV cache.
@@ -377,6 +382,7 @@ class Snapshot:
         self.daemonsets = list(data.get("daemonsets") or [])
         self.prometheusrules = list(data.get("prometheusrules") or [])
         self.configmaps = list(data.get("configmaps") or [])
+        self.machinedeployments = list(data.get("machinedeployments") or [])
         self.api_groups = data.get("api_groups")
         self.pods_complete = data.get("pods_complete", True)
         self.unreadable = dict(data.get("unreadable") or {})
@@ -859,12 +865,41 @@ def _image_name(container):
     return str(container.get("image") or "").split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0]
 
 
-def cluster_autoscaler_node_groups(snap):
-    """{node group: {min_nodes, max_nodes, deployment}} from the --nodes flags of running Cluster Autoscalers.
+def _flag_values(tokens, flag):
+    """Every value of a repeatable --flag=value / --flag value in a container's tokens."""
+    values = []
+    for i, tok in enumerate(tokens):
+        if tok.startswith(flag + "="):
+            values.append(tok.split("=", 1)[1])
+        elif tok == flag and i + 1 < len(tokens):
+            values.append(tokens[i + 1])
+    return values
 
-    Only self-managed autoscalers are visible (GKE and AKS run theirs outside the cluster), and a
-    node group counts for a pool when it carries the pool's name (roles/cluster_autoscaler's
-    convention, docs/audit.md); auto-discovered groups have no minimum to read here.
+
+def _clusterapi_matches(md, specs):
+    """Whether a MachineDeployment matches one of the clusterapi auto-discovery specs (none: all of them).
+
+    Keys namespace and clusterName are compared; other keys (label selectors) are not read here."""
+    if not specs:
+        return True
+    for spec in specs:
+        pairs = dict(kv.split("=", 1) for kv in spec.split(":", 1)[-1].split(",") if "=" in kv)
+        if pairs.get("namespace", _ns(md)) != _ns(md):
+            continue
+        if pairs.get("clusterName", (md.get("spec") or {}).get("clusterName")) != (md.get("spec") or {}).get("clusterName"):
+            continue
+        return True
+    return False
+
+
+def cluster_autoscaler_node_groups(snap):
+    """{node group: {min_nodes, max_nodes, deployment}} of the running Cluster Autoscalers.
+
+    From their --nodes flags or, under the clusterapi provider (which ignores --nodes), from the size
+    annotations of the MachineDeployments they discover. Only self-managed autoscalers are visible (GKE and AKS run theirs
+    outside the cluster), and a node group counts for a pool when it carries the pool's name
+    (roles/cluster_autoscaler's convention, docs/audit.md); groups discovered from cloud tags have no
+    minimum to read here.
     """
     groups = {}
     for dep in snap.deployments:
@@ -874,16 +909,23 @@ def cluster_autoscaler_node_groups(snap):
             if _image_name(container) != "cluster-autoscaler":
                 continue
             tokens = _tokens(container)
-            for i, tok in enumerate(tokens):
-                value = None
-                if tok.startswith("--nodes="):
-                    value = tok.split("=", 1)[1]
-                elif tok == "--nodes" and i + 1 < len(tokens):
-                    value = tokens[i + 1]
-                match = _CA_NODES.match(value or "")
-                if match:
-                    groups[match.group(3)] = {"min_nodes": int(match.group(1)), "max_nodes": int(match.group(2)),
-                                              "deployment": "%s/%s" % (_ns(dep), _name(dep))}
+            owner = "%s/%s" % (_ns(dep), _name(dep))
+            if "clusterapi" not in _flag_values(tokens, "--cloud-provider"):
+                for value in _flag_values(tokens, "--nodes"):
+                    match = _CA_NODES.match(value)
+                    if match:
+                        groups[match.group(3)] = {"min_nodes": int(match.group(1)), "max_nodes": int(match.group(2)),
+                                                  "deployment": owner}
+                continue
+            # clusterapi: --nodes means nothing to it (issue 12); its groups are annotated MachineDeployments.
+            specs = [d for d in _flag_values(tokens, "--node-group-auto-discovery") if d.startswith("clusterapi:")]
+            for md in snap.machinedeployments:
+                annotations = _meta(md).get("annotations") or {}
+                low, high = _int(annotations.get(CAPI_MIN_SIZE), None), _int(annotations.get(CAPI_MAX_SIZE), None)
+                if low is None or high is None or not _clusterapi_matches(md, specs):
+                    continue
+                groups[_name(md)] = {"min_nodes": low, "max_nodes": high, "deployment": owner,
+                                     "machinedeployment": "%s/%s" % (_ns(md), _name(md))}
     return groups
 
 
@@ -1156,6 +1198,9 @@ READS = (
     ("daemonsets", "apps/v1", "daemonsets", True, None),
     ("prometheusrules", "monitoring.coreos.com/v1", "prometheusrules", True, "monitoring.coreos.com"),
     ("configmaps", "v1", "configmaps", True, None),
+    # Node groups of a clusterapi Cluster Autoscaler. v1beta1 is the version Cluster API has served
+    # longest; a server that serves only v1beta2 reads as unreadable (unconfirmed for CAPI >= 1.11).
+    ("machinedeployments", "cluster.x-k8s.io/v1beta1", "machinedeployments", True, "cluster.x-k8s.io"),
 )
 # Workload kinds follow the namespaces option; cluster infrastructure is read everywhere.
 _SCOPED = ("deployments", "hpas", "scaledobjects")

@@ -433,8 +433,10 @@ def test_idle_training_pool():
     assert by_id(run(snapshot(nodes=[inf]), offpeak_pools=["inf"]), "idle-gpu-pool")
 
 
-def cluster_autoscaler(*node_groups, replicas=1, image="registry.k8s.io/autoscaling/cluster-autoscaler:v1.36.1"):
-    args = ["--cloud-provider=clusterapi"] + ["--nodes=%s" % g for g in node_groups]
+def cluster_autoscaler(*node_groups, replicas=1, image="registry.k8s.io/autoscaling/cluster-autoscaler:v1.36.1",
+                       provider="aws", discovery=()):
+    args = ["--cloud-provider=%s" % provider] + ["--nodes=%s" % g for g in node_groups]
+    args += ["--node-group-auto-discovery=%s" % d for d in discovery]
     return deployment("cluster-autoscaler", [{"name": "ca", "image": image, "command": ["./cluster-autoscaler"],
                                               "args": args}], ns="kube-system", replicas=replicas)
 
@@ -461,6 +463,34 @@ def test_idle_training_pool_that_a_cluster_autoscaler_takes_to_zero():
                     annotations={audit.SCALE_DOWN_DISABLED: "true"})
     [pinned] = idle(cluster_autoscaler("0:4:train"), node=kept)
     assert pinned["evidence"]["scale_down_disabled"] == ["train-0"]
+
+
+def machine_deployment(name, ns="capi", cluster="prod", sizes=("0", "4")):
+    annotations = {} if sizes is None else {audit.CAPI_MIN_SIZE: sizes[0], audit.CAPI_MAX_SIZE: sizes[1]}
+    return {"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "MachineDeployment",
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations}, "spec": {"clusterName": cluster}}
+
+
+def test_idle_training_pool_under_a_clusterapi_autoscaler():
+    """clusterapi ignores --nodes (issue 12): its node groups are the MachineDeployments it discovers
+    that carry both size annotations (cloudprovider/clusterapi README, cluster-autoscaler-1.36.1)."""
+    train = gpu_node("train-0", gpus=8, labels={"workload-class": "training", "cloud.google.com/gke-nodepool": "train"})
+
+    def idle(ca, *mds):
+        return by_id(run(snapshot(nodes=[train], deployments=[ca], machinedeployments=list(mds))), "idle-gpu-pool")
+
+    capi = cluster_autoscaler(provider="clusterapi", discovery=["clusterapi:namespace=capi,clusterName=prod"])
+    assert idle(capi, machine_deployment("train")) == []
+    # --nodes=0:4:train is no node group to clusterapi
+    assert idle(cluster_autoscaler("0:4:train", provider="clusterapi"))
+    # no auto-discovery spec: every annotated MachineDeployment is a group
+    assert idle(cluster_autoscaler(provider="clusterapi"), machine_deployment("train")) == []
+    # another namespace or cluster, a missing annotation or a floor above zero keep the finding
+    assert idle(capi, machine_deployment("train", ns="other"))
+    assert idle(capi, machine_deployment("train", cluster="staging"))
+    assert idle(capi, machine_deployment("train", sizes=None))
+    [floor] = idle(capi, machine_deployment("train", sizes=("1", "4")))
+    assert floor["evidence"]["min_nodes"] == 1
 
 
 # --------------------------------------------------------------------------------------
