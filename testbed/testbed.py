@@ -51,6 +51,28 @@ def load_spec(path: pathlib.Path | None = None) -> dict:
         return yaml.safe_load(f)
 
 
+CAPI_CRD = "machinedeployments.cluster.x-k8s.io"
+CAPI_API_VERSION = "cluster.x-k8s.io/v1beta1"
+
+
+def machine_deployment_crd() -> dict:
+    """Cluster API's MachineDeployment kind as the clusterapi autoscaler uses it: group
+    cluster.x-k8s.io, namespaced, a scale subresource on spec.replicas (it resizes through
+    machinedeployments/scale). Fields are not validated: the testbed holds objects, not Cluster API."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": CAPI_CRD},
+        "spec": {"group": "cluster.x-k8s.io", "scope": "Namespaced",
+                 "names": {"plural": "machinedeployments", "singular": "machinedeployment",
+                           "kind": "MachineDeployment", "listKind": "MachineDeploymentList", "shortNames": ["md"]},
+                 "versions": [{"name": "v1beta1", "served": True, "storage": True,
+                               "subresources": {"status": {}, "scale": {
+                                   "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}},
+                               "schema": {"openAPIV3Schema": {"type": "object",
+                                                              "x-kubernetes-preserve-unknown-fields": True}}}]},
+    }
+
+
 class Testbed:
     def __init__(self, spec_path: pathlib.Path | None = None, home_dir: pathlib.Path | None = None):
         """home_dir: a private instance's directory (benchmarks, the check-mode test); default home()."""
@@ -127,6 +149,7 @@ class Testbed:
             if not self.wait_healthy(60):
                 raise SystemExit("testbed: the apiserver did not become healthy; see " + str(self.cluster_dir / "logs"))
         self.ensure_nodes()
+        self.ensure_cluster_api()
         self.set_refusals(admission.refusing(self.spec))
         self.start_agent()
         return {"build_s": round(t_build, 1), "up_s": round(time.monotonic() - t0, 1)}
@@ -159,8 +182,9 @@ class Testbed:
         """Install (or remove) the admission policies that refuse what a real node would."""
         api = self.api_client()
         if on:
-            admission.install(api, self.spec, admission.load_images())
-            admission.wait_enforced(api)
+            images = admission.load_images()
+            admission.install(api, self.spec, images)
+            admission.wait_enforced(api, images)
         else:
             admission.remove(api)
 
@@ -210,6 +234,40 @@ class Testbed:
                 v1.create_node(body)
                 # Capacity lives in the status subresource; kwok keeps what we set there.
                 v1.patch_node_status(n["name"], {"status": status})
+
+    def ensure_cluster_api(self) -> None:
+        """Cluster API's MachineDeployment kind and one object per node group of cluster.yml's
+        cluster_api section: what roles/cluster_autoscaler annotates with min/max sizes and what the
+        audit reads them from. Objects only: no Cluster API controller runs, nothing reconciles
+        replicas (make run's real autoscaler resizes kwok node groups instead, testbed/cluster_autoscaler.py)."""
+        capi = self.spec.get("cluster_api")
+        if not capi:
+            return
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+        from kubernetes.dynamic import DynamicClient
+        api = self.api_client()
+        try:
+            client.ApiextensionsV1Api(api).create_custom_resource_definition(machine_deployment_crd())
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        for _attempt in range(60):  # the kind is served once the CRD is Established
+            crd = client.ApiextensionsV1Api(api).read_custom_resource_definition(CAPI_CRD)
+            if any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
+                break
+            time.sleep(0.5)
+        res = DynamicClient(api).resources.get(api_version=CAPI_API_VERSION, kind="MachineDeployment")
+        for name in capi["machine_deployments"]:
+            body = {"apiVersion": CAPI_API_VERSION, "kind": "MachineDeployment",
+                    "metadata": {"name": name, "namespace": capi["namespace"]},
+                    "spec": {"clusterName": capi["cluster_name"], "replicas": 0,
+                             "selector": {"matchLabels": {POOL_LABEL: name}}}}
+            try:
+                res.create(body=body, namespace=capi["namespace"])
+            except ApiException as e:
+                if e.status != 409:
+                    raise
 
     def ensure_nvml_state(self, n: dict) -> None:
         path = self.nvml_dir / f"{n['name']}.json"

@@ -50,3 +50,18 @@ def test_node_manifest_keeps_gpu_capacity_to_the_agent():
         assert not any(k.startswith("nvidia.com/") for k in m["status"]["capacity"])
         assert m["metadata"]["annotations"][testbed.FAKE_NODE_ANNOTATION] == "fake"
         assert (testbed.NFD_GPU_LABEL in m["metadata"]["labels"]) == bool(n.get("gpu_count"))
+
+
+def test_cluster_api_objects_are_the_inventory_autoscaler_node_groups():
+    """The clusterapi autoscaler sizes MachineDeployments by annotation; the testbed holds one per node
+    group the inventory names, in the namespace the role discovers, and a pool of that name."""
+    spec = yaml.safe_load((ROOT / "testbed" / "cluster.yml").read_text())
+    group_vars = yaml.safe_load((ROOT / "inventories" / "testbed" / "group_vars" / "k8s_api.yml").read_text())
+    assert group_vars["cluster_autoscaler_cloud_provider"] == "clusterapi"
+    assert group_vars["cluster_autoscaler_clusterapi_annotate_node_groups"] is True
+    groups = {g["name"] for g in group_vars["cluster_autoscaler_node_groups"]}
+    assert set(spec["cluster_api"]["machine_deployments"]) == groups
+    assert groups <= {n["pool"] for n in spec["nodes"]}
+    defaults = yaml.safe_load((ROOT / "roles" / "cluster_autoscaler" / "defaults" / "main.yml").read_text())
+    ns = group_vars.get("cluster_autoscaler_clusterapi_namespace", defaults["cluster_autoscaler_clusterapi_namespace"])
+    assert spec["cluster_api"]["namespace"] == ns
