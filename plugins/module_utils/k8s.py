@@ -786,17 +786,21 @@ class K8s:
                 node = None
 
     def set_unschedulable(self, name, unschedulable):
-        """Cordon (True) or uncordon (False); returns True if the node changed."""
+        """Cordon (True) or uncordon (False); returns True if the node changed.
+
+        The precondition keeps us from acting on a stale read; a 409 (the node agent or
+        kubelet wrote the node meanwhile) re-reads it and tries again.
+        """
+        def build_patch(node):
+            if bool((node.get("spec") or {}).get("unschedulable")) == bool(unschedulable):
+                return None
+            return {"spec": {"unschedulable": True if unschedulable else None}}
+
         node = self.get_node(name)
         if node is None:
             raise K8sNotFound("Node '%s' not found" % name, status=404, kind="Node", name=name)
-        current = bool((node.get("spec") or {}).get("unschedulable"))
-        if current == bool(unschedulable):
-            return False
-        value = True if unschedulable else None
-        self.patch_node(name, with_resource_version({"spec": {"unschedulable": value}},
-                                                    node["metadata"].get("resourceVersion")))
-        return True
+        _after, sent = self.patch_node_with_retry(name, build_patch, node=node)
+        return sent > 0
 
     def cordon(self, name):
         return self.set_unschedulable(name, True)

@@ -371,6 +371,18 @@ def test_cordon_is_idempotent():
     assert api.sent[-1]["body"] == {"spec": {"unschedulable": None}, "metadata": {"resourceVersion": "7"}}
 
 
+def test_uncordon_rereads_on_conflict():
+    """The node agent writes labels while the mig role restores schedulability: a 409 re-reads."""
+    stale = {"metadata": {"name": "n", "resourceVersion": "7"}, "spec": {"unschedulable": True}}
+    fresh = {"metadata": {"name": "n", "resourceVersion": "8"}, "spec": {"unschedulable": True}}
+    conflict = {"kind": "Status", "reason": "Conflict", "message": "the object has been modified"}
+    api = FakeApiClient([(200, stale), (409, conflict), (200, fresh), (200, fresh)])
+    adapter = K8s(api)
+    assert adapter.uncordon("n") is True
+    assert [s["method"] for s in api.sent] == ["GET", "PATCH", "GET", "PATCH"]
+    assert api.sent[-1]["body"] == {"spec": {"unschedulable": None}, "metadata": {"resourceVersion": "8"}}
+
+
 def test_patch_retries_on_conflict_after_rereading():
     stale = {"metadata": {"name": "n", "resourceVersion": "1", "labels": {}}}
     fresh = {"metadata": {"name": "n", "resourceVersion": "2", "labels": {"x": "y"}}}
