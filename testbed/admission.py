@@ -9,7 +9,7 @@ bindings (admissionregistration.k8s.io/v1, GA since Kubernetes 1.30). `testbed.p
 when cluster.yml says `refuse: true` and removes them otherwise; `testbed.py refuse on|off` switches
 a running testbed. The node agent reads the same switch (the binding's presence) for its own refusal.
 
-Rules (upstream sources in docs/conformance/testbed.md):
+Rules (upstream sources in docs/conformance.md#testbed):
   gpu-runtime          a pod that needs NVML (requests nvidia.com/gpu or nvidia.com/mig-*, or is a
                        device plugin / GFD / MPS daemon / DCGM exporter pod) never becomes Running on
                        a node whose containerd default runtime is runc unless it names a RuntimeClass;

@@ -8,7 +8,7 @@ plugin's config file (its ``sharing`` section); output is the node's extended re
 (Kubernetes quantity strings) and GFD labels. The rules follow NVIDIA/k8s-device-plugin v0.20.0
 (the v0.20.1 tag was not in the mirror we read): the plugin's ``internal/rm/device_map.go`` and
 ``internal/rm/rm.go``, GFD's ``internal/lm/*.go`` and golden files ``tests/expected-output*.txt``;
-docs/conformance/node-agent.md lists each rule with its source and test. The testbed's node agent
+docs/conformance.md#node-agent lists each rule with its source and test. The testbed's node agent
 uses this, so what the roles wait for is what the real components would publish.
 """
 from __future__ import annotations

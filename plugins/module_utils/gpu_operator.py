@@ -4,7 +4,7 @@
 """Coexist with an NVIDIA GPU Operator: detect it, and drive its mig-manager.
 
 Every name below is what NVIDIA/gpu-operator v26.7.0 and NVIDIA/mig-parted v0.15.0 (the
-mig-manager that operator release pins) write in their own code; docs/conformance/gpu-operator.md
+mig-manager that operator release pins) write in their own code; docs/conformance.md#gpu-operator
 lists the file of each. The rules are pure functions over plain dicts (unit-tested without a
 cluster); ``read_cluster`` is the only part that talks to the API, through the K8s adapter.
 """

@@ -1,7 +1,7 @@
 """Coexisting with an NVIDIA GPU Operator, on the testbed with testbed/gpu_operator_standin.py.
 
 The stand-in follows gpu-operator v26.7.0 and mig-parted v0.15.0 as their code states it (sources in
-docs/conformance/gpu-operator.md): the ClusterPolicy CRD and object, the operator's DaemonSets and
+docs/conformance.md#gpu-operator): the ClusterPolicy CRD and object, the operator's DaemonSets and
 node labels, and mig-manager's nvidia.com/mig.config protocol applied to the simulated GPUs."""
 from __future__ import annotations
 

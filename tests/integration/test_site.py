@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from kubernetes import client
 
 from conftest import ROOT, run_playbook, wait_for
@@ -53,6 +54,14 @@ def test_site_deploys_every_week(testbed, site):
     assert any("vllm:num_requests_waiting" in q for q in queries)
     so_mig = co.get_namespaced_custom_object("keda.sh", "v1alpha1", "llm-serving", "scaledobjects", "llama31-8b-mig")
     assert any("DCGM_FI_PROF_GR_ENGINE_ACTIVE" in t["metadata"]["query"] for t in so_mig["spec"]["triggers"])
+    # Week 2's autoscaler (clusterapi): each node group's MachineDeployment carries the min/max
+    # annotations the provider sizes it by (it ignores --nodes).
+    group_vars = yaml.safe_load((ROOT / "inventories" / "testbed" / "group_vars" / "k8s_api.yml").read_text())
+    capi = "cluster.x-k8s.io/cluster-api-autoscaler-node-group-"
+    for g in group_vars["cluster_autoscaler_node_groups"]:
+        md = co.get_namespaced_custom_object("cluster.x-k8s.io", "v1beta1", "default", "machinedeployments", g["name"])
+        ann = md["metadata"].get("annotations") or {}
+        assert (ann.get(capi + "min-size"), ann.get(capi + "max-size")) == (str(g["min_nodes"]), str(g["max_nodes"])), g
     # Week 4: the alert rules (a ConfigMap: the testbed has no Prometheus Operator).
     cms = v1.list_namespaced_config_map("monitoring").items
     assert any("GPUTemperatureHigh" in "".join((cm.data or {}).values()) for cm in cms)

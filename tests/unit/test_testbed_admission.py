@@ -219,3 +219,18 @@ def test_agent_counts_every_running_plugin_while_the_testbed_does_not_refuse(age
     pods = [_pod("a", "runc-node")]
     assert agent(FakeApi(pods, {"runc-node": "runc"}, {}, refusing=False)) == {
         "runc-node": {"nvidia-device-plugin": "none"}}
+
+
+def test_gpu_operator_stand_in_operands_name_the_runtime_class_the_refusals_demand():
+    """gpu-operator controllers/object_controls.go setRuntimeClass (default branch, unconfirmed at
+    v26.7.0): under containerd every operand DaemonSet runs with operator.runtimeClass, default
+    "nvidia". The stand-in does the same, and every operand that calls NVML is one the refusals judge."""
+    import gpu_operator_standin as standin  # noqa: E402  (needs the kubernetes client, as the testbed does)
+    from ansible_collections.gpuops.llm.plugins.module_utils import gpu_operator as go
+
+    assert standin.RUNTIME_CLASS == "nvidia"
+    for _key, ds, deploy_label in go.COMPONENTS.values():
+        spec = standin.daemonset(ds, deploy_label, "mixed")["spec"]["template"]["spec"]
+        assert spec["runtimeClassName"] == "nvidia", ds
+        if ds != "nvidia-mig-manager":  # mig-manager drives nvidia-smi/mig-parted, listed apart
+            assert ds in admission.NVML_OPERATOR_APPS, ds

@@ -5,7 +5,7 @@
 
 One ansible-playbook run renders the role's own templates (policy.json.j2, manifests.yml.j2) with
 its defaults and vars for each scenario, the way tasks/main.yml does. Expected values are written
-out here from the upstream files (docs/conformance/cluster-autoscaler.md names each), not read from
+out here from the upstream files (docs/conformance.md#cluster-autoscaler names each), not read from
 the role:
   - cluster-autoscaler/config/flags/flags.go (flag names),
   - cluster-autoscaler/cloudprovider/clusterapi/README.md ("Configuring node group auto discovery",

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) 2026 gpuops.llm contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""GPU system software against the upstream projects' own files (docs/conformance/gpu-system.md).
+"""GPU system software against the upstream projects' own files (docs/conformance.md#gpu-system).
 
 The device plugin, GFD, the MPS control daemon and the DCGM exporter are rendered through the
 roles' own ``render`` / ``helm_values`` task files (one ansible-playbook run) and held against
@@ -332,6 +332,11 @@ def test_mps_control_daemon_as_the_chart(out):
         env = _env(c)
         assert env["NVIDIA_VISIBLE_DEVICES"] == "all" and env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
         assert ("NVIDIA_MIG_MONITOR_DEVICES" in env) == (key == "dp-mps-single")
+        # The chart selects nvidia.com/mps.capable=true nodes; we place the daemon exactly as the
+        # plugin (the GPU-node contract, so the pause label applies to both).
+        plugin, _c = _plugin(out, key)
+        assert (pod.get("affinity"), pod.get("nodeSelector")) == (plugin.get("affinity"), plugin.get("nodeSelector"))
+        assert pod.get("affinity") or pod.get("nodeSelector")
 
 
 # --- DCGM exporter ------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 # Copyright (c) 2026 gpuops.llm contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What a real node and the upstream images require of the model layer's pods (issue 12), held
-against the rendered objects: docs/conformance/models.md cites each test here.
+against the rendered objects: docs/conformance.md#models cites each test here.
 
 - containers run as a user their image defines (testbed/images.yml, each fact with its source);
 - GPU pods name the nvidia RuntimeClass;

@@ -2,7 +2,7 @@
 # Copyright (c) 2026 gpuops.llm contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The Prometheus Operator objects the collection writes, held against the upstream API types and
-kube-prometheus-stack's selectors (docs/conformance/prometheus-operator.md).
+kube-prometheus-stack's selectors (docs/conformance.md#prometheus-operator).
 
 Sources: prometheus-operator v0.93.0 pkg/apis/monitoring/v1/prometheusrule_types.go (PrometheusRuleSpec
 {groups}, RuleGroup {name, interval, rules, ...}, Rule {record, alert, expr, for, keep_firing_for,

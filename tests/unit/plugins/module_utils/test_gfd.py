@@ -6,7 +6,7 @@
 Sources: NVIDIA/k8s-device-plugin v0.20.0 (the v0.20.1 tag was not in the mirror: unconfirmed that
 it is identical): internal/rm/device_map.go + rm.go (what the plugin advertises), internal/lm/*.go
 (GFD's labels), tests/expected-output*.txt (GFD's golden key sets, restated in gfd_golden_keys.yml).
-docs/conformance/node-agent.md maps each rule to the test here.
+docs/conformance.md#node-agent maps each rule to the test here.
 """
 from __future__ import annotations
 
@@ -94,6 +94,14 @@ def test_gpu_present_is_not_a_gfd_label(tmp_path):
     for strategy in gfd.STRATEGIES:
         _res, labels, _p = both(host(tmp_path / strategy, ["L4"], [[]], mig_enabled=False), strategy)
         assert "nvidia.com/gpu.present" not in labels
+
+
+def test_no_gpu_clique_without_an_nvlink_fabric(tmp_path):
+    """internal/lm/imex.go: nvidia.com/gpu.clique only from NVLink fabric cluster and clique IDs, which
+    the simulator never has: no strategy and no layout may publish it."""
+    for case in sorted(GOLDEN["cases"]):
+        _res, labels, _p = both(_golden_host(tmp_path / case, case), GOLDEN["cases"][case]["strategy"])
+        assert "nvidia.com/gpu.clique" not in labels, case
 
 
 # -- strategy none --------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """GPU Operator detection and the nvidia.com/mig.config protocol (module_utils/gpu_operator.py).
 
 Names and values are those of NVIDIA/gpu-operator v26.7.0 and NVIDIA/mig-parted v0.15.0; the
-sources are listed in docs/conformance/gpu-operator.md."""
+sources are listed in docs/conformance.md#gpu-operator."""
 from __future__ import annotations
 
 import pytest
