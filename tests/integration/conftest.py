@@ -144,6 +144,23 @@ def run_play_json(testbed: TestbedHandle, tmp_path, playbook_text: str, extra: d
     return proc.returncode, data
 
 
+@pytest.fixture(scope="session")
+def nvidia_runtime_class(testbed):
+    """RuntimeClass nvidia (handler nvidia), as week 1's nvidia_container_toolkit creates it (or a GPU
+    Operator does). A test's own GPU pods name it: the testbed refuses (cluster.yml `refuse`) a GPU pod
+    without it on a node whose containerd default is runc, as a real node would, and the apiserver's
+    RuntimeClass admission rejects a pod naming a class that is missing. Created when absent, never
+    deleted (other modules of the session may use it)."""
+    from kubernetes import client
+
+    try:
+        client.NodeV1Api(testbed.api).create_runtime_class({"metadata": {"name": "nvidia"}, "handler": "nvidia"})
+    except client.exceptions.ApiException as e:
+        if e.status != 409:
+            raise
+    return "nvidia"
+
+
 @pytest.fixture(scope="module")
 def gpu_plugins(testbed):
     """Device plugin + GFD stand-ins running, so the node agent advertises GPUs."""

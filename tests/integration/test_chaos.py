@@ -17,7 +17,7 @@ PAIR = ["inf-a100-0", "inf-a100-1"]
 
 
 @pytest.fixture
-def gpu_service(testbed):
+def gpu_service(testbed, nvidia_runtime_class):
     v1, apps = client.CoreV1Api(testbed.api), client.AppsV1Api(testbed.api)
     ns = f"chaos-{uuid.uuid4().hex[:6]}"
     v1.create_namespace({"metadata": {"name": ns}})
@@ -25,6 +25,7 @@ def gpu_service(testbed):
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "svc"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "svc"}},
                  "template": {"metadata": {"labels": {"app": "svc"}}, "spec": {
+                     "runtimeClassName": nvidia_runtime_class,
                      "tolerations": [{"operator": "Exists"}],
                      "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
                          "nodeSelectorTerms": [{"matchExpressions": [

@@ -44,6 +44,7 @@ def kwok_nodes(v1, pool):
 def gpu_pod(name, ns, gpus):
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": {"app": "ca-train"}},
             "spec": {"nodeSelector": {POOL: "llm-training"},
+                     "runtimeClassName": "nvidia",  # fixture nvidia_runtime_class (the testbed refuses GPU pods without)
                      "tolerations": [{"key": "workload", "operator": "Exists"}],
                      "terminationGracePeriodSeconds": 0,
                      "containers": [{"name": "train", "image": "registry.example/train:1",
@@ -51,7 +52,7 @@ def gpu_pod(name, ns, gpus):
 
 
 @pytest.fixture
-def policy(testbed, tmp_path):
+def policy(testbed, nvidia_runtime_class, tmp_path):
     if ca_runner.binary() is None:
         pytest.skip("cluster-autoscaler not built (testbed/build_cluster_autoscaler.sh had no source)")
     ns = "ca-%s" % uuid.uuid4().hex[:6]

@@ -33,8 +33,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 import keda_rehearsal
-# base_vars, model and nvidia_runtime_class are pytest fixtures used by name.
-from test_model_layer import SMALL, base_vars, model, nvidia_runtime_class, run_role  # noqa: F401 pylint: disable=unused-import
+# base_vars and model are pytest fixtures used by name.
+from test_model_layer import SMALL, base_vars, model, run_role  # noqa: F401 pylint: disable=unused-import
 from conftest import ROOT, run_play_json, wait_for
 
 pytestmark = pytest.mark.integration

@@ -36,18 +36,9 @@ BIG = {"model_type": "llama", "hidden_size": 8192, "num_hidden_layers": 80, "num
 
 
 @pytest.fixture(scope="module", autouse=True)
-def nvidia_runtime_class(testbed):
-    """The RuntimeClass vllm_service's GPU pods name (runtimeClassName: nvidia), as week 1's
-    nvidia_container_toolkit creates it (or a GPU Operator does): without it the apiserver's
-    RuntimeClass admission rejects every pod. Created here when absent, never deleted (other
-    modules of the session may use it)."""
-    node = client.NodeV1Api(testbed.api)
-    try:
-        node.create_runtime_class({"metadata": {"name": "nvidia"}, "handler": "nvidia"})
-    except client.exceptions.ApiException as e:
-        if e.status != 409:
-            raise
-    return "nvidia"
+def _runtime_class(nvidia_runtime_class):
+    """vllm_service's GPU pods name runtimeClassName: nvidia (the RuntimeClass week 1 writes)."""
+    return nvidia_runtime_class
 
 
 def _advertising(v1, resource):

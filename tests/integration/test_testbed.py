@@ -41,6 +41,10 @@ def pod(name, gpus=None, tolerate=False):
     if gpus is not None:
         c["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
     spec = {"containers": [c]}
+    if gpus is not None:
+        # RuntimeClass nvidia (fixture nvidia_runtime_class): the testbed refuses GPU pods without it
+        # on runc-default nodes, as a real node would.
+        spec["runtimeClassName"] = "nvidia"
     if tolerate:
         # The test taint, and the pool taint that week 1 may already have put on GPU nodes.
         spec["tolerations"] = [{"key": TEST_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"},
@@ -142,7 +146,8 @@ def _scheduled_node(v1, namespace, name):
     return p.spec.node_name
 
 
-def test_scheduler_places_gpu_pods_by_resources_and_taints(testbed, namespace, gpu_plugins, tainted_gpu_nodes):
+def test_scheduler_places_gpu_pods_by_resources_and_taints(testbed, namespace, gpu_plugins, tainted_gpu_nodes,
+                                                         nvidia_runtime_class):
     v1 = client.CoreV1Api(testbed.api)
     gpu_nodes = set(tainted_gpu_nodes)
     nodes = {n.metadata.name: n for n in v1.list_node().items}

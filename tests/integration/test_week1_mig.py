@@ -58,6 +58,9 @@ def _deployment(name, resource, replicas=1):
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                      "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                         # Week 1 (the week1 fixture) writes RuntimeClass nvidia; the testbed refuses
+                         # GPU pods without it on runc-default nodes, as a real node would.
+                         "runtimeClassName": "nvidia",
                          "tolerations": [{"operator": "Exists"}],
                          "nodeSelector": {"gpuops.llm/testbed-pool": "llm-inference-mig"},
                          "containers": [{"name": "c", "image": "registry.invalid/vllm:1",
