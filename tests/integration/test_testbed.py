@@ -146,8 +146,8 @@ def _scheduled_node(v1, namespace, name):
     return p.spec.node_name
 
 
-def test_scheduler_places_gpu_pods_by_resources_and_taints(testbed, namespace, gpu_plugins, tainted_gpu_nodes,
-                                                         nvidia_runtime_class):
+def test_scheduler_places_gpu_pods_by_resources_and_taints(
+        testbed, namespace, gpu_plugins, tainted_gpu_nodes, nvidia_runtime_class):
     v1 = client.CoreV1Api(testbed.api)
     gpu_nodes = set(tainted_gpu_nodes)
     nodes = {n.metadata.name: n for n in v1.list_node().items}
