@@ -88,8 +88,8 @@ def main(argv=None) -> int:
         if not args.check:
             readme.write_text(text)
     if args.check and stale:
-        print("README.md out of date with meta/argument_specs.yml (run scripts/role_readme.py %s): %s"
-              % (" ".join(stale), ", ".join(stale)), file=sys.stderr)
+        print("README.md out of date with meta/argument_specs.yml; run: python scripts/role_readme.py %s"
+              % " ".join(stale), file=sys.stderr)
         return 1
     return 0
 

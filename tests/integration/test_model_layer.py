@@ -17,7 +17,8 @@ from kubernetes import client
 
 from conftest import ROOT as REPO_ROOT, run_playbook, wait_for
 
-pytestmark = pytest.mark.integration
+# vllm_service's GPU pods name runtimeClassName: nvidia (the RuntimeClass week 1 writes).
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nvidia_runtime_class")]
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -33,12 +34,6 @@ SMALL = {"model_type": "qwen2", "hidden_size": 896, "num_hidden_layers": 24, "nu
 BIG = {"model_type": "llama", "hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64,
        "num_key_value_heads": 8, "intermediate_size": 28672, "vocab_size": 128256, "tie_word_embeddings": False,
        "torch_dtype": "bfloat16", "max_position_embeddings": 8192}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _runtime_class(nvidia_runtime_class):
-    """vllm_service's GPU pods name runtimeClassName: nvidia (the RuntimeClass week 1 writes)."""
-    return nvidia_runtime_class
 
 
 def _advertising(v1, resource):

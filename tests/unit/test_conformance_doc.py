@@ -56,8 +56,7 @@ def test_every_row_has_a_source_and_a_test_that_exists():
     known = _test_names()
     for section, row in rows:
         where = (section, row["Requirement"][:60])
-        assert row.get("Upstream source (repo, path, version)") or any(
-            k.startswith("Upstream source") and v for k, v in row.items()), where
+        assert any(k.startswith("Upstream source") and v for k, v in row.items()), where
         cited = re.findall(r"\btest_\w+", row["Test"])
         assert cited, where
         missing = [n for n in cited if n not in known]
