@@ -32,7 +32,7 @@ import re
 import struct
 import zlib
 
-from ansible_collections.gpuops.llm.plugins.module_utils import mig, sizing
+from ansible_collections.gpuops.llm.plugins.module_utils import mig, placement, sizing
 
 HOURS_PER_MONTH = 730.0   # 8760 h / 12, the convention of cloud price calculators
 GIB = 1024 ** 3
@@ -476,19 +476,21 @@ def pack_mig(mig_model, items, baseline_first=False):
             break
         else:
             gpus.append([it])
-    out = []
-    for g in gpus:
-        placements = mig.solve(mm, _layout_of(g))
-        # Models onto the solver's placements: per profile, by start, in (model, replica) order.
-        by_prof = {}
-        for it in sorted(g, key=lambda x: (x["model"], x["replica"])):
-            by_prof.setdefault(it["profile"], []).append(it)
-        slots = []
-        for pl in placements:
-            it = by_prof[pl["profile"]].pop(0)
-            slots.append(dict(pl, model=it["model"], replica=it["replica"]))
-        out.append({"mode": "mig", "mig_devices": _layout_of(g), "slots": slots})
-    return out
+    return [_mig_gpu(mm, g) for g in gpus]
+
+
+def _mig_gpu(mm, items):
+    """One MIG GPU holding ``items``: mig.solve's placements, and the model on each placement
+    (per profile, by start, in (model, replica) order)."""
+    placements = mig.solve(mm, _layout_of(items))
+    by_prof = {}
+    for it in sorted(items, key=lambda x: (x["model"], x["replica"])):
+        by_prof.setdefault(it["profile"], []).append(it)
+    slots = []
+    for pl in placements:
+        it = by_prof[pl["profile"]].pop(0)
+        slots.append(dict(pl, model=it["model"], replica=it["replica"]))
+    return {"mode": "mig", "mig_devices": _layout_of(items), "slots": slots}
 
 
 def pack_shared(items):
@@ -626,7 +628,7 @@ def _plan_option(label, chosen, catalog, models_by_name):
 # ---------------------------------------------------------------------------------------------
 def plan(models, gpus=None, gpu_models=None, max_gpus_per_node=8, allow_mig=True, allow_sharing=False,
          pools=None, traffic_profile=None, hours_per_month=HOURS_PER_MONTH,
-         vllm_version=sizing.DEFAULT_VLLM_VERSION):
+         vllm_version=sizing.DEFAULT_VLLM_VERSION, solve_exact=True):
     """Plan a portfolio. Raises PlannerError naming the field (and the model) at fault."""
     max_gpus_per_node = _num(max_gpus_per_node, "max_gpus_per_node", minimum=1, integer=True)
     hours_per_month = _num(hours_per_month, "hours_per_month", minimum=0, strict_min=True)
@@ -685,7 +687,131 @@ def plan(models, gpus=None, gpu_models=None, max_gpus_per_node=8, allow_mig=True
     options.append(naive)
     best = min(options, key=lambda o: (round(o["cost_per_hour"], 6), o["gpus"], options.index(o)))
 
-    return _result(best, options, naive, norm, catalog, pool_defs, profile, hours_per_month, vllm_version)
+    # 3. the exact plan: the same options, solved as one problem (placement.solve); the heuristic's
+    # plan is its first solution and its fallback.
+    exact, solver = _exact_option(norm, cands, catalog, by_name, pool_defs, best, solve_exact)
+    if exact is not None:
+        options.append(exact)
+        best = exact
+    return _result(best, options, naive, norm, catalog, pool_defs, profile, hours_per_month, vllm_version, solver)
+
+
+def _option_key(c):
+    return (c["gpu"], c["kind"], c["profile"], c["tp"], c["share"])
+
+
+def _exact_option(norm, cands, catalog, by_name, pool_defs, heuristic, solve_exact):
+    """The CP-SAT plan as an option, or None; and what the report says about how the plan was made."""
+    h_units = int(round(heuristic["cost_per_hour"] * placement.PRICE_SCALE))
+    info = {"method": "heuristic", "status": None, "heuristic_cost_per_hour": _r2(heuristic["cost_per_hour"]),
+            "cost_per_hour": _r2(heuristic["cost_per_hour"]), "bound_per_hour": None, "gap_percent": None,
+            "reason": None}
+    if not solve_exact:
+        info["reason"] = "solve_exact is off"
+        return None, info
+    if not placement.available():
+        info["reason"] = ("OR-Tools is not installed on the controller (pip install ortools, see "
+                          "requirements/controller.txt): the plan is the heuristic's and its optimality is not proven")
+        return None, info
+    order = [m["name"] for m in norm]
+    opts = {m["name"]: [c for t in m["gpu_models"] for c in cands[m["name"]].get(t, [])] for m in norm}
+    keys = {name: [_option_key(c) for c in opts[name]] for name in order}
+    hint = {name: keys[name].index(_option_key(heuristic["chosen"][name])) for name in order
+            if _option_key(heuristic["chosen"][name]) in keys[name]}
+    caps = {p["gpu_model"]: p["max_nodes"] for p in pool_defs if p.get("max_nodes") is not None}
+    if any(t["nodes"] > caps.get(t["gpu"], t["nodes"]) for t in heuristic["layouts"]):
+        h_units = float("inf")   # the heuristic ignores max_nodes: its plan is no plan here
+    sol = placement.solve(order, opts, catalog, max_nodes=caps, hint=hint)
+    # No wall time in the result: the same input must give the same result (and report) on every run.
+    info["status"] = sol["status"]
+    if sol["status"] == "infeasible":
+        if caps:
+            # Say which pools are too small: the cheapest plan without the caps shows what they need.
+            free = placement.solve(order, opts, catalog, hint=hint)
+            over = ["pool '%s' (%s) needs %d nodes at peak but max_nodes is %d"
+                    % (p["name"], p["gpu_model"], len(free.get("nodes", {}).get(p["gpu_model"], [])), p["max_nodes"])
+                    for p in pool_defs if p["gpu_model"] in caps
+                    and len(free.get("nodes", {}).get(p["gpu_model"], [])) > p["max_nodes"]]
+            raise PlannerError("pools", "%s; no plan fits within the pools' max_nodes: raise max_nodes or allow "
+                               "other GPU types" % ("; ".join(over) or "the pools' max_nodes are too small"))
+        info["reason"] = "the solver found the problem infeasible"
+        return None, info
+    if sol["status"] not in ("optimal", "feasible"):
+        info["reason"] = "the solver found no plan within its time limit"
+        return None, info
+    info["bound_per_hour"] = _r2(sol["bound_units"] / float(placement.PRICE_SCALE))
+    if sol["cost_units"] > h_units:
+        info["reason"] = "the solver's best plan within its time limit costs more than the heuristic's"
+        info["gap_percent"] = _pct(h_units - sol["bound_units"], h_units)
+        return None, info
+    chosen = {name: opts[name][sol["choice"][name]] for name in order}
+    layouts = _solution_layout(sol, chosen, catalog, by_name)
+    cost = _static_cost(layouts, catalog)
+    if int(round(cost * placement.PRICE_SCALE)) != sol["cost_units"]:
+        raise ValueError("placement: the layout built from the solution costs %.4f/h, the solver said %.4f/h"
+                         % (cost, sol["cost_units"] / float(placement.PRICE_SCALE)))
+    info.update(method="cp-sat", cost_per_hour=_r2(cost),
+                gap_percent=_pct(sol["cost_units"] - sol["bound_units"], sol["cost_units"]))
+    if sol["cost_units"] == h_units and (
+            _autoscaling_cost(norm, heuristic, catalog), heuristic["gpus"]) <= (
+            _autoscaling_cost(norm, {"chosen": chosen, "layouts": layouts}, catalog), _gpu_count(layouts)):
+        # The heuristic's plan costs the solver's optimum at peak and no more off-peak (its packing
+        # puts all-day replicas together): keep it, now with its optimality proven.
+        info["method"] = "heuristic, proven optimal by CP-SAT" if sol["status"] == "optimal" else "heuristic"
+        return None, info
+    label = ("exact: CP-SAT proven optimum" if sol["status"] == "optimal"
+             else "CP-SAT best within the time limit (gap %s%%)" % info["gap_percent"])
+    return {"label": label, "chosen": chosen, "layouts": layouts, "gpus": _gpu_count(layouts),
+            "cost_per_hour": cost}, info
+
+
+def _solution_layout(sol, chosen, catalog, models_by_name):
+    """GPUs and nodes, per GPU type, exactly as the solver chose them: its MIG layouts, its shared
+    GPUs and its node patterns. Replicas that run all day go first, so off-peak the last nodes
+    empty and the autoscaler can release them."""
+    types = []
+    for tname in catalog:
+        mine = [c for name, c in sorted(chosen.items(), key=lambda kv: models_by_name[kv[0]]["index"])
+                if c["gpu"] == tname]
+        if not mine:
+            continue
+        gpu = catalog[tname]
+        mig_items, shared_items, blocks = [], [], []
+        for c in mine:
+            base = _baseline(models_by_name[c["model"]], c)
+            for r in range(c["replicas"]):
+                if c["kind"] == "mig":
+                    mig_items.append({"model": c["model"], "replica": r, "profile": c["profile"], "base": r < base})
+                elif c["kind"] == "shared":
+                    shared_items.append({"model": c["model"], "replica": r, "share": c["share"], "base": r < base})
+                else:
+                    blocks.append((r < base, [{"mode": "whole", "slots": [
+                        {"model": c["model"], "replica": r, "tp_rank": k, "tp": c["tp"]}]} for k in range(c["tp"])]))
+        if mig_items:
+            free = [dict(lay) for lay in sol["mig"][tname]]
+            held = [[] for _f in free]
+            for it in sorted(mig_items, key=lambda it: (not it["base"], models_by_name[it["model"]]["index"],
+                                                        it["replica"])):
+                k = next(k for k, f in enumerate(free) if f.get(it["profile"], 0) > 0)
+                free[k][it["profile"]] -= 1
+                held[k].append(it)
+            mm = mig.MODELS[gpu["mig_model"]]
+            blocks.extend((any(it["base"] for it in items), [_mig_gpu(mm, items)]) for items in held if items)
+        based = {(it["model"], it["replica"]) for it in shared_items if it["base"]}
+        for g in pack_shared(shared_items):
+            blocks.append((any((x["model"], x["replica"]) in based for x in g["slots"]), [g]))
+        nodes = [dict(p) for p in sol["nodes"][tname]]
+        held = [[] for _n in nodes]
+        for _base, b in sorted(blocks, key=lambda bb: not bb[0]):   # stable: baseline blocks first
+            k = next(k for k, f in enumerate(nodes) if f.get(len(b), 0) > 0)
+            nodes[k][len(b)] -= 1
+            held[k].append(b)
+        gpus = []
+        for ni, n in enumerate([h for h in held if h]):
+            for b in n:
+                gpus.extend(dict(g, node=ni) for g in b)
+        types.append({"gpu": tname, "gpus": gpus, "nodes": sum(1 for h in held if h)})
+    return types
 
 
 def _naive_choice(norm, catalog, sizer):
@@ -734,6 +860,22 @@ def _profile_replicas(norm, chosen, hour):
     return now
 
 
+def _hourly(norm, chosen, layouts, catalog):
+    """Replicas, nodes and cost in each hour of the traffic profile (peak all day without one)."""
+    out = []
+    any_profile = any(m["traffic_profile"] for m in norm)
+    for h in range(24):
+        now = _profile_replicas(norm, chosen, h) if any_profile else {m["name"]: chosen[m["name"]]["replicas"]
+                                                                      for m in norm}
+        cost, nodes = _cost_at(layouts, catalog, now)
+        out.append({"hour": h, "replicas": now, "nodes": nodes, "cost_per_hour": cost})
+    return out
+
+
+def _autoscaling_cost(norm, option, catalog):
+    return sum(x["cost_per_hour"] for x in _hourly(norm, option["chosen"], option["layouts"], catalog)) / 24.0
+
+
 def _money(per_hour, hours_per_month):
     return {"per_hour": _r2(per_hour), "per_month": _r2(per_hour * hours_per_month)}
 
@@ -742,18 +884,11 @@ def _pct(saved, base):
     return _r2(100.0 * saved / base) if base else 0.0
 
 
-def _result(best, options, naive, norm, catalog, pool_defs, profile, hours_per_month, vllm_version):
+def _result(best, options, naive, norm, catalog, pool_defs, profile, hours_per_month, vllm_version, solver):
     chosen, layouts = best["chosen"], best["layouts"]
     pools_by_gpu = {p["gpu_model"]: p for p in pool_defs}
 
-    # per-hour autoscaling
-    hourly = []
-    any_profile = any(m["traffic_profile"] for m in norm)
-    for h in range(24):
-        now = _profile_replicas(norm, chosen, h) if any_profile else {m["name"]: chosen[m["name"]]["replicas"]
-                                                                      for m in norm}
-        cost, nodes = _cost_at(layouts, catalog, now)
-        hourly.append({"hour": h, "replicas": now, "nodes": nodes, "cost_per_hour": cost})
+    hourly = _hourly(norm, chosen, layouts, catalog)
     autoscale_avg = sum(x["cost_per_hour"] for x in hourly) / 24.0
     static = best["cost_per_hour"]
 
@@ -855,6 +990,7 @@ def _result(best, options, naive, norm, catalog, pool_defs, profile, hours_per_m
                      "usable_gib": g["usable_gib"], "mig_model": g.get("mig_model"),
                      "gpus_per_node": g["node_gpus"]} for g in catalog.values()],
         "vllm_version": vllm_version,
+        "solver": solver,
     }
     result["inventory"] = _inventory(result, norm, chosen, catalog)
     return result
@@ -946,6 +1082,20 @@ def _usd(x):
     return "$%s" % format(x, ",.2f")
 
 
+def _solver_line(sv):
+    """How the plan was made, and how far from the optimum it can be."""
+    if sv.get("bound_per_hour") is None:
+        return "Made by the heuristic; its optimality is not proven: %s." % (sv.get("reason") or "no solver ran")
+    text = ("Made by %s; CP-SAT (OR-Tools) %s the least cost at peak is %s/h: this plan costs %s/h, gap %s%% "
+            "(the heuristic alone: %s/h)."
+            % ("CP-SAT" if sv["method"] == "cp-sat" else "the heuristic", "proved" if sv["status"] == "optimal"
+               else "bounded (time limit)", _usd(sv["bound_per_hour"]), _usd(sv["cost_per_hour"]),
+               sv["gap_percent"], _usd(sv["heuristic_cost_per_hour"])))
+    if sv.get("reason"):
+        text += " " + sv["reason"][0].upper() + sv["reason"][1:] + "."
+    return text
+
+
 def render_markdown(result, title="GPU capacity plan", diagram=None):
     s, c = result["summary"], result["costs"]
     L = ["# %s" % title, ""]
@@ -954,6 +1104,7 @@ def render_markdown(result, title="GPU capacity plan", diagram=None):
              % (s["models"], s["replicas"], s["gpus"], s["nodes"], s["naive_gpus"], s["lower_bound_gpus"],
                 s["chosen_option"]))
     L.append("")
+    L += [_solver_line(result.get("solver") or {}), ""]
     if diagram:
         L += ["![GPU layout](%s)" % diagram, ""]
     L += ["## Cost", "", "| provisioning | per hour | per month (%g h) | vs naive |" % c["hours_per_month"],
