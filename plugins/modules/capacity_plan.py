@@ -11,9 +11,11 @@ short_description: Plan GPUs, MIG layouts, node pools, replicas and cost for a p
 version_added: 0.1.0
 description:
   - Sizes every model on every GPU type and MIG slice of a catalog with the C(gpuops.llm.model_fit)
-    core, picks the cheapest slot that meets each model's target, packs MIG slices onto as few GPUs
-    as possible (every layout checked by the C(gpuops.llm.mig_plan) placement solver), and prices
-    the result.
+    core, then chooses each model's slot and packs slices, shares and tensor-parallel groups onto
+    GPUs and nodes at the least cost at peak. The choice is one CP-SAT problem (OR-Tools) solved to a
+    proven optimum, with a heuristic's plan as its first solution; every MIG layout is one the
+    C(gpuops.llm.mig_plan) placement solver accepts. The result says which made the plan, the proven
+    bound and the gap.
   - Returns per model the slot and replicas, per GPU its MIG layout with explicit placements, node
     pools with autoscaling minimum and maximum, hourly and monthly cost for static provisioning,
     autoscaling under a 24-hour traffic profile, the naive plan (one whole GPU per replica) and the
@@ -222,7 +224,12 @@ options:
   diagram_path:
     description: Write the PNG diagram here when its content differs. The directory must exist.
     type: path
+requirements:
+  - ortools (Python, on the controller) to prove the plan optimal; without it the heuristic plans alone and
+    the result says so.
 notes:
+  - The solver runs on one worker with a deterministic time limit, so the same arguments give the same plan
+    and an unchanged report on every run.
   - The PNG is drawn with the Python standard library (zlib, struct) and a built-in bitmap font, so
     the same plan always gives the same bytes.
 seealso:
@@ -307,8 +314,18 @@ lower_bound:
   description: The memory-based lower bound in GPUs and how it was computed.
   returned: success
   type: dict
+solver:
+  description:
+    - How the plan was made. C(method) is C(cp-sat), C(heuristic, proven optimal by CP-SAT), or
+      C(heuristic) with a C(reason) (OR-Tools not installed). C(status) is the solver's (C(optimal),
+      C(feasible) at its time limit), C(bound_per_hour) its proven lower bound on the cost at peak,
+      C(gap_percent) the plan's distance to it, C(heuristic_cost_per_hour) the heuristic's plan.
+  returned: success
+  type: dict
+  sample: {method: cp-sat, status: optimal, cost_per_hour: 4.6, bound_per_hour: 4.6, gap_percent: 0.0,
+           heuristic_cost_per_hour: 5.48, reason: null}
 options:
-  description: The whole plans compared (mixed, one GPU type for all, naive) with GPUs and cost; one is chosen.
+  description: The whole plans compared (mixed, one GPU type for all, naive, and the solver's) with GPUs and cost; one is chosen.
   returned: success
   type: list
   elements: dict
