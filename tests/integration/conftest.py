@@ -1,6 +1,7 @@
 """The testbed fixture: one private, fresh control plane per test session."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -109,6 +110,44 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.5, what: str = 
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@contextlib.contextmanager
+def crd_absent(testbed: TestbedHandle, name: str, timeout: float = 120):
+    """A test's own precondition "CRD ``name`` is not installed", whatever earlier tests installed:
+    the CRD is deleted for the duration (with every object of its kind) and put back as it was."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    ext = client.ApiextensionsV1Api(testbed.api)
+
+    def read():
+        try:
+            return ext.read_custom_resource_definition(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            return None
+
+    saved = read()
+    if saved is not None:
+        ext.delete_custom_resource_definition(name)
+        wait_for(lambda: read() is None, timeout, what="CRD %s deleted" % name)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            body = testbed.api.sanitize_for_serialization(saved)
+            meta = body["metadata"]
+            body["metadata"] = {k: meta[k] for k in ("name", "labels", "annotations") if meta.get(k)}
+            body.pop("status", None)
+            ext.create_custom_resource_definition(body)
+
+            def established():
+                crd = read()
+                return crd is not None and any(c.type == "Established" and c.status == "True"
+                                               for c in (crd.status.conditions or []))
+            wait_for(established, timeout, what="CRD %s established again" % name)
 
 
 def run_playbook(testbed: TestbedHandle, playbook, *args: str, check: bool = False, timeout: int = 600):

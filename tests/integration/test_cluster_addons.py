@@ -21,7 +21,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from conftest import wait_for  # noqa: E402  (pytest puts tests/integration on sys.path)
+from conftest import crd_absent, wait_for  # noqa: E402  (pytest puts tests/integration on sys.path)
 
 pytestmark = pytest.mark.integration
 
@@ -142,17 +142,11 @@ def test_addons_on_gpu_nodes_only_and_idempotent(testbed, nodes, tmp_path):
 
 def test_servicemonitor_switch_follows_crd(testbed, tmp_path):
     """Without the Prometheus Operator CRD the Service carries scrape annotations, and no ServiceMonitor."""
-    ext = client.ApiextensionsV1Api(testbed.api)
-    try:
-        ext.read_custom_resource_definition("servicemonitors.monitoring.coreos.com")
-        pytest.skip("the testbed has the ServiceMonitor CRD; the annotation path is covered by unit tests")
-    except ApiException as e:
-        if e.status != 404:
-            raise
     pb = tmp_path / "dcgm.yml"
     pb.write_text(PLAYBOOK.split("    - role: gpuops.llm.device_plugin", maxsplit=1)[0]
                   + "    - role: gpuops.llm.dcgm_exporter\n      vars:\n        dcgm_exporter_wait: false\n")
-    run_playbook(testbed, pb)
+    with crd_absent(testbed, "servicemonitors.monitoring.coreos.com"):
+        run_playbook(testbed, pb)
     svc = client.CoreV1Api(testbed.api).read_namespaced_service("dcgm-exporter", DE_NS)
     ann = svc.metadata.annotations or {}
     assert ann.get("prometheus.io/scrape") == "true", json.dumps(ann)

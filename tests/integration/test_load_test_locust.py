@@ -84,7 +84,7 @@ def _run_job_locally(job, tmp_path, secrets=None):
     secretKeyRef entries resolve from `secrets` ({(name, key): value}), as the kubelet would; stdout
     and stderr are merged, as in a pod's log."""
     if not (BIN / "locust").exists() and not shutil.which("locust"):
-        pytest.skip("locust is not installed (requirements/test.txt)")
+        pytest.fail("locust is not installed (requirements/test.txt pins it)")
     (tmp_path / "config").mkdir(exist_ok=True)
     (tmp_path / "config" / "locustfile.py").write_text(job["locustfile"])
     c = job["container"]

@@ -72,7 +72,7 @@ def _collections_path() -> str:
 @pytest.fixture(scope="module")
 def ansible_env(tmp_path_factory):
     if not (VENV_BIN / "ansible-playbook").exists():
-        pytest.skip("the project virtualenv (.venv) with ansible-playbook is not installed")
+        pytest.fail("the project virtualenv (.venv) with ansible-playbook is not installed: run scripts/bootstrap.sh")
     home = tmp_path_factory.mktemp("ansible-home")
     env = dict(os.environ)
     env.update(
@@ -490,7 +490,7 @@ def test_toolkit_runtime_class_applied_once_with_server_side_apply(ansible_env, 
     assert len(results) == 1, "run_once: exactly one host makes the API call"
     args = results[0].get("invocation", {}).get("module_args")
     if args is None:
-        pytest.skip(f"kubernetes.core.k8s failed before reporting its arguments: {results[0].get('msg')}")
+        pytest.fail(f"kubernetes.core.k8s failed before reporting its arguments: {results[0].get('msg')}")
     assert args["definition"]["kind"] == "RuntimeClass"
     assert args["definition"]["apiVersion"] == "node.k8s.io/v1"
     assert args["definition"]["handler"] == "nvidia"

@@ -474,7 +474,7 @@ def _promtool_values(tmp_path, queries):
 
     exe = shutil.which("promtool")
     if not exe:
-        pytest.skip("promtool not found (Debian package 'prometheus': scripts/ensure-promtool.sh)")
+        pytest.fail("promtool not found (Debian package 'prometheus': scripts/ensure-promtool.sh, run by scripts/bootstrap.sh)")
     (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "q", "rules": [
         {"record": "q%d" % i, "expr": query} for i, (query, _want) in enumerate(queries)]}]}))
     (tmp_path / "test.yml").write_text(yaml.safe_dump({
