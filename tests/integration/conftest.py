@@ -129,6 +129,11 @@ def crd_absent(testbed: TestbedHandle, name: str, timeout: float = 120):
                 raise
             return None
 
+    def established():
+        crd = read()
+        return crd is not None and any(c.type == "Established" and c.status == "True"
+                                       for c in (crd.status.conditions or []))
+
     saved = read()
     if saved is not None:
         ext.delete_custom_resource_definition(name)
@@ -142,11 +147,6 @@ def crd_absent(testbed: TestbedHandle, name: str, timeout: float = 120):
             body["metadata"] = {k: meta[k] for k in ("name", "labels", "annotations") if meta.get(k)}
             body.pop("status", None)
             ext.create_custom_resource_definition(body)
-
-            def established():
-                crd = read()
-                return crd is not None and any(c.type == "Established" and c.status == "True"
-                                               for c in (crd.status.conditions or []))
             wait_for(established, timeout, what="CRD %s established again" % name)
 
 
