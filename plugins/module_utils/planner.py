@@ -29,8 +29,6 @@ from __future__ import annotations
 import copy
 import math
 import re
-import struct
-import zlib
 
 from ansible_collections.gpuops.llm.plugins.module_utils import mig, placement, sizing
 
@@ -1096,7 +1094,7 @@ def _solver_line(sv):
     return text
 
 
-def render_markdown(result, title="GPU capacity plan", diagram=None):
+def render_markdown(result, title="GPU capacity plan", diagram=None, note=None):
     s, c = result["summary"], result["costs"]
     L = ["# %s" % title, ""]
     L.append("%d models, %d replicas on **%d GPUs** (%d nodes); naive plan (one whole GPU per replica): %d GPUs; "
@@ -1107,6 +1105,8 @@ def render_markdown(result, title="GPU capacity plan", diagram=None):
     L += [_solver_line(result.get("solver") or {}), ""]
     if diagram:
         L += ["![GPU layout](%s)" % diagram, ""]
+    if note:
+        L += [note, ""]
     L += ["## Cost", "", "| provisioning | per hour | per month (%g h) | vs naive |" % c["hours_per_month"],
           "|---|---:|---:|---:|"]
     for key, label in (("naive", "naive: one whole GPU per replica, peak all day"),
@@ -1178,171 +1178,3 @@ def render_markdown(result, title="GPU capacity plan", diagram=None):
     if warns:
         L += ["", "## Warnings", ""] + ["- %s" % w for w in warns]
     return "\n".join(L) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# PNG diagram (standard library only: zlib + struct, a built-in 5x7 bitmap font)
-# ---------------------------------------------------------------------------------------------
-_GLYPHS = {
-    "A": (0x0E, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11), "B": (0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E),
-    "C": (0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E), "D": (0x1E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1E),
-    "E": (0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F), "F": (0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10),
-    "G": (0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F), "H": (0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11),
-    "I": (0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E), "J": (0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C),
-    "K": (0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11), "L": (0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F),
-    "M": (0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11), "N": (0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11),
-    "O": (0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E), "P": (0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10),
-    "Q": (0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D), "R": (0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11),
-    "S": (0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E), "T": (0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04),
-    "U": (0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E), "V": (0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04),
-    "W": (0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A), "X": (0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11),
-    "Y": (0x11, 0x11, 0x0A, 0x04, 0x04, 0x04, 0x04), "Z": (0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F),
-    "0": (0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E), "1": (0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E),
-    "2": (0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F), "3": (0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E),
-    "4": (0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02), "5": (0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E),
-    "6": (0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E), "7": (0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08),
-    "8": (0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E), "9": (0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C),
-    " ": (0, 0, 0, 0, 0, 0, 0), ".": (0, 0, 0, 0, 0, 0x0C, 0x0C), "-": (0, 0, 0, 0x1F, 0, 0, 0),
-    "_": (0, 0, 0, 0, 0, 0, 0x1F), ":": (0, 0x0C, 0x0C, 0, 0x0C, 0x0C, 0), "/": (0x01, 0x01, 0x02, 0x04, 0x08, 0x10, 0x10),
-    "%": (0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03), "$": (0x04, 0x0F, 0x14, 0x0E, 0x05, 0x1E, 0x04),
-    "(": (0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02), ")": (0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08),
-    "+": (0, 0x04, 0x04, 0x1F, 0x04, 0x04, 0), ",": (0, 0, 0, 0, 0x0C, 0x04, 0x08),
-    "#": (0x0A, 0x0A, 0x1F, 0x0A, 0x1F, 0x0A, 0x0A), "=": (0, 0, 0x1F, 0, 0x1F, 0, 0),
-    "~": (0, 0, 0x08, 0x15, 0x02, 0, 0), "?": (0x0E, 0x11, 0x01, 0x02, 0x04, 0, 0x04),
-    "*": (0, 0x04, 0x15, 0x0E, 0x15, 0x04, 0), "<": (0x02, 0x04, 0x08, 0x10, 0x08, 0x04, 0x02),
-    ">": (0x08, 0x04, 0x02, 0x01, 0x02, 0x04, 0x08), "[": (0x0E, 0x08, 0x08, 0x08, 0x08, 0x08, 0x0E),
-    "]": (0x0E, 0x02, 0x02, 0x02, 0x02, 0x02, 0x0E), "!": (0x04, 0x04, 0x04, 0x04, 0x04, 0, 0x04),
-    "@": (0x0E, 0x11, 0x17, 0x15, 0x17, 0x10, 0x0F), "|": (0x04,) * 7,
-}
-
-# Distinct, colour-blind-friendlier fills (Okabe-Ito first, then Tableau-like tints).
-_PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
-            (204, 121, 167), (153, 153, 153), (148, 103, 189), (140, 86, 75), (188, 189, 34), (23, 190, 207),
-            (255, 187, 120), (174, 199, 232), (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148)]
-
-
-class _Canvas:
-    def __init__(self, w, h, bg=(255, 255, 255)):
-        self.w, self.h = w, h
-        self.px = bytearray(bytes(bg) * (w * h))
-
-    def rect(self, x0, y0, x1, y1, color):
-        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.w, x1), min(self.h, y1)
-        row = bytes(color) * (x1 - x0)
-        for y in range(y0, y1):
-            i = (y * self.w + x0) * 3
-            self.px[i:i + len(row)] = row
-
-    def frame(self, x0, y0, x1, y1, color, t=1):
-        self.rect(x0, y0, x1, y0 + t, color)
-        self.rect(x0, y1 - t, x1, y1, color)
-        self.rect(x0, y0, x0 + t, y1, color)
-        self.rect(x1 - t, y0, x1, y1, color)
-
-    def text(self, x, y, s, color=(0, 0, 0), scale=2):
-        for ch in str(s).upper():
-            glyph = _GLYPHS.get(ch, _GLYPHS["?"])
-            for r, bits in enumerate(glyph):
-                for c in range(5):
-                    if bits & (0x10 >> c):
-                        self.rect(x + c * scale, y + r * scale, x + (c + 1) * scale, y + (r + 1) * scale, color)
-            x += 6 * scale
-
-    def png(self):
-        raw = b"".join(b"\x00" + bytes(self.px[y * self.w * 3:(y + 1) * self.w * 3]) for y in range(self.h))
-
-        def chunk(tag, data):
-            return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", self.w, self.h, 8, 2, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-
-
-def text_width(s, scale=2):
-    return len(str(s)) * 6 * scale
-
-
-def _fit(s, width, scale):
-    n = max(1, (width - 6) // (6 * scale))
-    s = str(s)
-    return s if len(s) <= n else s[:max(1, n - 1)] + "~"
-
-
-def _wrap(s, width, scale):
-    """At most two lines; break after the last '-' or '_' that fits, else hard."""
-    n = max(1, (width - 6) // (6 * scale))
-    s = str(s)
-    if len(s) <= n:
-        return [s]
-    cut = max(s.rfind("-", 0, n), s.rfind("_", 0, n))
-    cut = cut + 1 if cut > 0 else n
-    return [s[:cut], _fit(s[cut:], width, scale)]
-
-
-def _ink(color):
-    return (0, 0, 0) if 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2] > 140 else (255, 255, 255)
-
-
-def model_colors(result):
-    return {m["name"]: _PALETTE[i % len(_PALETTE)] for i, m in enumerate(result["models"])}
-
-
-def render_png(result, title="GPU capacity plan"):
-    """Each GPU is a row of its memory slices (8, or 4 on A30-class GPUs); each MIG instance is a
-    box spanning its placement, coloured per model and labelled with the model and profile."""
-    colors = model_colors(result)
-    cell, row_h, left, top, pad = 150, 64, 250, 92, 12
-    cols = max([g.get("memory_slices", 8) for g in result["gpus"]] + [8])
-    legend_rows = (len(result["models"]) + 2) // 3
-    width = left + cols * cell + pad * 2
-    height = top + len(result["gpus"]) * (row_h + 8) + 40 + legend_rows * 26 + pad
-    cv = _Canvas(width, height)
-    s, c = result["summary"], result["costs"]
-    cv.text(pad, pad, _fit(title, width - 2 * pad, 3), scale=3)
-    cv.text(pad, pad + 30, _fit("%d GPUs (naive %d, lower bound %d)  %s/h static  %s/h autoscaled  %s%% below naive"
-                                % (s["gpus"], s["naive_gpus"], s["lower_bound_gpus"], _usd(c["static"]["per_hour"]),
-                                   _usd(c["autoscaling"]["per_hour"]), s["savings_vs_naive_percent"]),
-                                width - 2 * pad, 2), color=(60, 60, 60))
-    cv.text(pad, top - 18, "memory slice", color=(120, 120, 120))
-    for k in range(cols):
-        cv.text(left + k * cell + cell // 2 - 6, top - 18, str(k), color=(120, 120, 120))
-    y = top
-    for g in result["gpus"]:
-        cv.text(pad, y + 12, _fit("GPU %d %s" % (g["id"], g["gpu"]), left - pad, 2))
-        cv.text(pad, y + 36, _fit("%s node %d" % (g["pool"], g["node"]), left - pad, 1), color=(90, 90, 90), scale=1)
-        n = g.get("memory_slices", cols)
-        cv.rect(left, y, left + n * cell, y + row_h, (235, 235, 235))
-        for k in range(n):
-            cv.frame(left + k * cell, y, left + (k + 1) * cell, y + row_h, (200, 200, 200))
-        boxes = []
-        if g["mode"] == "mig":
-            for sl in g["slots"]:
-                boxes.append((sl["start"] * cell, (sl["start"] + sl["size"]) * cell, sl["model"], sl["profile"]))
-        elif g["mode"] == "shared":
-            for sl in g["slots"]:
-                boxes.append((int(round(sl["start"] * n * cell)), int(round((sl["start"] + sl["size"]) * n * cell)),
-                              sl["model"], "1/%d shared" % sl["share"]))
-        else:
-            for sl in g["slots"]:
-                sub = "whole GPU" + (" TP %d/%d" % (sl["tp_rank"] + 1, sl["tp"]) if sl["tp"] > 1 else "")
-                boxes.append((0, n * cell, sl["model"], sub))
-        for x0, x1, model, sub in boxes:
-            col = colors[model]
-            cv.rect(left + x0 + 2, y + 2, left + x1 - 2, y + row_h - 2, col)
-            cv.frame(left + x0 + 2, y + 2, left + x1 - 2, y + row_h - 2, (40, 40, 40), 2)
-            ink = _ink(col)
-            lines = _wrap(model, x1 - x0 - 10, 2)
-            for li, line in enumerate(lines):
-                cv.text(left + x0 + 8, y + 6 + 18 * li, line, color=ink)
-            cv.text(left + x0 + 8, y + 44, _fit(sub, x1 - x0 - 10, 2), color=ink)
-        y += row_h + 8
-    y += 16
-    cv.text(pad, y, "MODELS", color=(60, 60, 60))
-    y += 24
-    colw = (width - 2 * pad) // 3
-    for i, m in enumerate(result["models"]):
-        x = pad + (i % 3) * colw
-        yy = y + (i // 3) * 26
-        cv.rect(x, yy, x + 18, yy + 16, colors[m["name"]])
-        cv.frame(x, yy, x + 18, yy + 16, (40, 40, 40))
-        cv.text(x + 26, yy + 1, _fit("%s x%d %s" % (m["name"], m["replicas"], m["slot"]), colw - 30, 2))
-    return cv.png()

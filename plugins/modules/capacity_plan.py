@@ -222,16 +222,20 @@ options:
     description: Write the Markdown report here when its content differs. The directory must exist.
     type: path
   diagram_path:
-    description: Write the PNG diagram here when its content differs. The directory must exist.
+    description:
+      - Write the PNG diagram (drawn with matplotlib) here when its content differs. The directory must exist.
+      - Without matplotlib on the controller nothing is written here, the module warns, and the report says how to
+        get the picture.
     type: path
 requirements:
   - ortools (Python, on the controller) to prove the plan optimal; without it the heuristic plans alone and
     the result says so.
+  - matplotlib (Python, on the controller, optional) to draw O(diagram_path).
 notes:
   - The solver runs on one worker with a deterministic time limit, so the same arguments give the same plan
     and an unchanged report on every run.
-  - The PNG is drawn with the Python standard library (zlib, struct) and a built-in bitmap font, so
-    the same plan always gives the same bytes.
+  - The PNG is drawn with matplotlib (Agg, no metadata), so the same plan gives the same bytes with the same
+    matplotlib. Without matplotlib the report is still written, without the picture, and says how to get it.
 seealso:
   - module: gpuops.llm.model_fit
   - module: gpuops.llm.mig_plan
@@ -335,7 +339,9 @@ catalog:
   type: list
   elements: dict
 files:
-  description: For C(report) and C(diagram), the path and whether it changed (or would in check mode).
+  description:
+    - For C(report) and C(diagram), the path and whether it changed (or would in check mode).
+    - C(diagram) has C(written=false) and a C(reason) when matplotlib is not installed.
   returned: success
   type: dict
   sample: {report: {path: /tmp/capacity.md, changed: true}}
@@ -351,7 +357,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.gpuops.llm.plugins.module_utils import planner
+from ansible_collections.gpuops.llm.plugins.module_utils import plan_diagram, planner
 from ansible_collections.gpuops.llm.plugins.module_utils.sizing import (
     DEFAULT_VLLM_VERSION,
     KV_CACHE_DTYPES,
@@ -459,17 +465,25 @@ def main():
     except planner.PlannerError as e:
         module.fail_json(msg=str(e), field=e.field)
 
-    outputs = []
+    outputs, files = [], {}
+    drawable = bool(p["diagram_path"]) and plan_diagram.available()
+    if p["diagram_path"] and not drawable:
+        # matplotlib is optional: the report still comes, and says how to get the picture.
+        files["diagram"] = {"path": p["diagram_path"], "changed": False, "written": False,
+                            "reason": "matplotlib is not installed (%s)" % plan_diagram.INSTALL_HINT}
+        module.warn("diagram_path: the diagram is not drawn: matplotlib is not installed (%s)" % plan_diagram.INSTALL_HINT)
     if p["report_path"]:
-        link = None
-        if p["diagram_path"]:
+        link = note = None
+        if drawable:
             link = os.path.relpath(p["diagram_path"], os.path.dirname(os.path.abspath(p["report_path"])))
+        elif p["diagram_path"]:
+            note = "The GPU layout diagram was not drawn: matplotlib is not installed (%s)." % plan_diagram.INSTALL_HINT
         outputs.append(("report", p["report_path"],
-                        planner.render_markdown(result, title=p["title"], diagram=link).encode("utf-8")))
-    if p["diagram_path"]:
-        outputs.append(("diagram", p["diagram_path"], planner.render_png(result, title=p["title"])))
+                        planner.render_markdown(result, title=p["title"], diagram=link, note=note).encode("utf-8")))
+    if drawable:
+        outputs.append(("diagram", p["diagram_path"], plan_diagram.render_png(result, title=p["title"])))
 
-    files, diffs, changed = {}, [], False
+    diffs, changed = [], False
     for kind, path, data in outputs:
         old = _read(path)
         differs = old != data

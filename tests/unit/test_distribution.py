@@ -30,7 +30,7 @@ AWX_PLAYBOOK = ROOT / "playbooks" / "awx_job_templates.yml"
 SURVEY_TYPES = {"text", "textarea", "multiplechoice", "integer", "float", "password"}
 # Third-party import name -> the distribution on PyPI that provides it.
 IMPORT_TO_DIST = {"kubernetes": "kubernetes", "yaml": "pyyaml", "pynvml": "nvidia-ml-py", "jinja2": "jinja2",
-                  "ortools": "ortools"}
+                  "ortools": "ortools", "matplotlib": "matplotlib"}
 FQCN = re.compile(r"^([a-z0-9_]+)\.([a-z0-9_]+)\.[a-z0-9_]+$")
 OWN = {"ansible.builtin", "gpuops.llm", "ansible.legacy"}
 

@@ -82,6 +82,22 @@ def test_files_written_once_then_idempotent(run, tmp_path):
     assert run(args, check=True)["changed"] is False
 
 
+def test_without_matplotlib_the_report_comes_and_says_how_to_get_the_picture(run, tmp_path, monkeypatch):
+    from ansible_collections.gpuops.llm.plugins.module_utils import plan_diagram
+    monkeypatch.setattr(plan_diagram, "available", lambda: False)
+    args = twelve(tmp_path)
+    r = run(args)
+    assert r["changed"] is True and r["files"]["report"]["changed"] is True
+    assert r["files"]["diagram"] == {"path": args["diagram_path"], "changed": False, "written": False,
+                                     "reason": "matplotlib is not installed (pip install matplotlib on the controller)"}
+    assert not os.path.exists(args["diagram_path"])
+    md = open(args["report_path"], encoding="utf-8").read()
+    assert "![GPU layout]" not in md and "pip install matplotlib" in md
+    from ansible.module_utils.common.warnings import get_warning_messages
+    assert any("matplotlib" in w for w in get_warning_messages())
+    assert run(args)["changed"] is False
+
+
 def test_changed_input_rewrites_with_diff(run, tmp_path):
     args = twelve(tmp_path)
     run(args)
