@@ -46,6 +46,7 @@ from ansible_collections.gpuops.llm.plugins.module_utils.sizing import (
     parse_model_config,
     resolve_gpu,
 )
+from ansible_collections.gpuops.llm.plugins.module_utils import vllm_args
 
 try:  # PyYAML ships with ansible-core; without it rule files are scanned as text.
     import yaml as _yaml
@@ -287,50 +288,9 @@ def is_vllm_container(container):
 
 
 def parse_vllm_args(container):
-    """Engine flags of a vLLM container as {'--flag': value or True}, plus the model.
-
-    Handles ``--flag value``, ``--flag=value``, underscores (vLLM accepts both), the positional
-    model of ``vllm serve MODEL``, shell one-liners and $(VAR) references.
-    """
-    tokens = _tokens(container)
-    flags = {}
-    positional = None
-    i = 0
-    after_serve = False
-    while i < len(tokens):
-        tok = tokens[i]
-        if tok.startswith("--") and len(tok) > 2:
-            name, eq, value = tok.partition("=")
-            name = "--" + name[2:].replace("_", "-")
-            if not eq:
-                if i + 1 < len(tokens) and not tokens[i + 1].startswith("-"):
-                    value = tokens[i + 1]
-                    i += 1
-                else:
-                    value = True
-            flags[name] = value
-        elif tok == "-tp" and i + 1 < len(tokens):
-            flags["--tensor-parallel-size"] = tokens[i + 1]
-            i += 1
-        elif tok == "serve":
-            after_serve = True
-        elif after_serve and positional is None and not tok.startswith("-"):
-            positional = tok
-        i += 1
-    model = flags.get("--model") if isinstance(flags.get("--model"), str) else positional
-    served = flags.get("--served-model-name")
-    return {
-        "flags": flags,
-        "model": model,
-        "served_model_names": served.split(",") if isinstance(served, str) else [],
-        "quantization": flags.get("--quantization") if isinstance(flags.get("--quantization"), str) else None,
-        "dtype": flags.get("--dtype") if isinstance(flags.get("--dtype"), str) else "auto",
-        "kv_cache_dtype": flags.get("--kv-cache-dtype") if isinstance(flags.get("--kv-cache-dtype"), str) else "auto",
-        "max_model_len": flags.get("--max-model-len"),
-        "gpu_memory_utilization": flags.get("--gpu-memory-utilization"),
-        "tensor_parallel_size": flags.get("--tensor-parallel-size"),
-        "pipeline_parallel_size": flags.get("--pipeline-parallel-size"),
-    }
+    """Engine settings of a vLLM container (vllm_args.parse) after Kubernetes' $(VAR) expansion
+    and shell one-liners are unfolded into tokens."""
+    return vllm_args.parse(_tokens(container))
 
 
 def vllm_version_of(image):

@@ -624,12 +624,13 @@ def test_parse_vllm_args_forms():
              "env": [{"name": "MODEL", "value": M8}]}
     assert audit.is_vllm_container(shell)
     p = audit.parse_vllm_args(shell)
-    assert p["model"] == M8 and p["max_model_len"] == "4096" and p["tensor_parallel_size"] == "2"
+    assert p["model"] == M8 and p["max_model_len"] == 4096 and p["tensor_parallel_size"] == 2
     assert p["flags"]["--enforce-eager"] is True
     module = {"image": "myreg/llm:1", "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
               "args": ["--model", M70, "-tp", "8"]}
     assert audit.is_vllm_container(module)
-    assert audit.parse_vllm_args(module)["tensor_parallel_size"] == "8"
+    parsed = audit.parse_vllm_args(module)
+    assert parsed["tensor_parallel_size"] == 8 and parsed["model"] == M70   # no `serve`: python3 is not the model
     assert not audit.is_vllm_container({"image": "nginx:1.27"})
     assert audit.vllm_version_of("vllm/vllm-openai:v0.10.1") == "0.10.1"
 
