@@ -125,11 +125,19 @@ _MIG_CONFIRMED_PARENTS = ("A100-40GB", "A30", "H100-80GB", "H100-94GB")
 
 _MIG_RE = re.compile(r"(?:(\d+)c\.)?(\d+g\.\d+gb(?:\+me\.all|\+me|\.me|\+gfx|-me)?)")
 
-QUANTIZATION_METHODS = ("none", "fp8", "int8", "awq", "gptq", "bitnet")
+QUANTIZATION_METHODS = ("none", "fp8", "int8", "awq", "gptq", "bitnet", "bitsandbytes", "mxfp4", "nvfp4",
+                        "w4a16")
+# Formats only a pre-quantized checkpoint has (vLLM does not produce them at load time).
+CHECKPOINT_ONLY_METHODS = ("mxfp4", "nvfp4", "w4a16")
+# Formats vLLM makes at load time from a 16-bit checkpoint (they need --quantization).
+RUNTIME_METHODS = ("fp8", "bitsandbytes")
+CHECKPOINT_METHODS = ("awq", "gptq", "fp8", "fbgemm_fp8", "bitnet", "mxfp4", "modelopt", "bitsandbytes",
+                      "compressed-tensors")
 KV_CACHE_DTYPES = ("auto", "fp8")
 
 # Bits per weight of a quantized linear layer (before group scales and zeros).
-_QUANT_BITS = {"none": 16, "fp8": 8, "int8": 8, "awq": 4, "gptq": 4, "bitnet": 1.58}
+_QUANT_BITS = {"none": 16, "fp8": 8, "int8": 8, "awq": 4, "gptq": 4, "bitnet": 1.58, "bitsandbytes": 4,
+               "mxfp4": 4, "nvfp4": 4, "w4a16": 4}
 
 # Architectures whose MLP is two matrices (up, down) instead of gated three.
 _NON_GATED_MLP = ("gpt2", "gpt_neox", "gpt_bigcode", "opt", "phi", "falcon", "starcoder2", "bloom")
@@ -313,6 +321,7 @@ def parse_model_config(config, field="model_config"):
         "gated_mlp": model_type not in _NON_GATED_MLP,
         "qkv_bias": model_type in _QKV_BIAS or bool(cfg.get("attention_bias")),
         "qk_norm": model_type.startswith("qwen3"),
+        "expert_bias": model_type == "gpt_oss",
         "rotary_dim": int(head_dim * rope_factor),
         "vision_params": vision_params,
         "quantization_config": cfg.get("quantization_config") or config.get("quantization_config"),
@@ -354,47 +363,165 @@ def read_model_path(path):
 # quantization
 # --------------------------------------------------------------------------------------
 
+_QCFG = "model_config.quantization_config"
+
+
+def _ignored_categories(patterns, field):
+    """Which of our weight groups a modules_to_not_convert / ignore list keeps 16-bit.
+
+    Embeddings, lm_head, routers (mlp.gate / mlp.router) and vision towers are 16-bit in our
+    estimate anyway; attention, shared experts and experts can be kept out of quantization
+    (e.g. gpt-oss ``model.layers.*.self_attn``). Per-layer entries are not modelled: they warn.
+    """
+    kept = set()
+    unmodelled = []
+    if patterns is None:
+        return kept, unmodelled
+    if not isinstance(patterns, (list, tuple)):
+        raise SizingError(field, "%s must be a list of module names, got %r" % (field, patterns))
+    for entry in patterns:
+        text = str(entry).lower()
+        if text.startswith("re:"):
+            text = text[3:]
+        if "shared_expert" in text:
+            kept.add("shared_experts")
+        elif "experts" in text:
+            kept.add("experts")
+        elif "attn" in text and not re.search(r"layers\.\d+\.", text):
+            kept.add("attn")
+        elif re.search(r"lm_head|embed|mlp\.gate\b|gate\$|router|visual|vision|multi_modal|projector", text):
+            continue  # already 16-bit in the estimate
+        else:
+            unmodelled.append(str(entry))
+    return kept, unmodelled
+
+
+def _ct_weights(qcfg):
+    """The weights scheme of a compressed-tensors config (first config group), with its field path."""
+    groups = qcfg.get("config_groups")
+    if not isinstance(groups, dict) or not groups:
+        raise SizingError(_QCFG + ".config_groups",
+                          "compressed-tensors quantization_config has no config_groups to read the weight format from")
+    name = sorted(groups)[0]
+    group = groups[name]
+    field = "%s.config_groups.%s.weights" % (_QCFG, name)
+    if not isinstance(group, dict) or not isinstance(group.get("weights"), dict):
+        raise SizingError(field, "compressed-tensors group %s has no weights scheme" % name)
+    return group["weights"], field
+
+
+def _need(cfg, key, field):
+    value = cfg.get(key)
+    if value is None:
+        raise SizingError("%s.%s" % (field, key), "quantization_config is missing %s.%s, which sizing needs"
+                          % (field.replace(_QCFG + ".", "").replace(_QCFG, ""), key))
+    return value
+
+
+def _from_compressed_tensors(qcfg):
+    weights, field = _ct_weights(qcfg)
+    bits = _need(weights, "num_bits", field)
+    kind = str(_need(weights, "type", field)).lower()
+    strategy = str(weights.get("strategy") or "tensor").lower()
+    base = {"group_size": None, "desc_act": False, "block": None, "symmetric": True}
+    if kind == "float" and bits == 8:
+        block = None
+        if strategy == "block":
+            block = weights.get("block_structure")
+            if not (isinstance(block, (list, tuple)) and len(block) == 2):
+                raise SizingError(field + ".block_structure",
+                                  "FP8 block quantization needs block_structure [rows, cols], got %r" % (block,))
+            block = [int(block[0]), int(block[1])]
+        return dict(base, method="fp8", bits=8, block=block, strategy=strategy)
+    if kind == "float" and bits == 4:
+        # NVFP4: e2m1 values, an fp8 scale per group of 16 and a global fp32 scale.
+        return dict(base, method="nvfp4", bits=4, group_size=int(weights.get("group_size") or 16))
+    if kind == "int" and bits == 8:
+        return dict(base, method="int8", bits=8, strategy=strategy)
+    if kind == "int" and bits in (4, 8):
+        group = weights.get("group_size")
+        if strategy == "group" and group is None:
+            raise SizingError(field + ".group_size", "group strategy needs weights.group_size")
+        return dict(base, method="w4a16", bits=4, group_size=int(group) if strategy == "group" else -1,
+                    desc_act=str(weights.get("actorder") or "").lower() in ("group", "weight", "true"),
+                    symmetric=weights.get("symmetric", True) is not False)
+    raise SizingError(field, "compressed-tensors weights num_bits=%r type=%r are not supported" % (bits, kind))
+
+
+def _from_bitsandbytes(qcfg):
+    if qcfg.get("load_in_4bit"):
+        kind = str(_need(qcfg, "bnb_4bit_quant_type", _QCFG)).lower()
+        return {"method": "bitsandbytes", "bits": 4, "group_size": 64, "desc_act": False, "bnb_type": kind,
+                "double_quant": bool(qcfg.get("bnb_4bit_use_double_quant"))}
+    if qcfg.get("load_in_8bit"):
+        return {"method": "bitsandbytes", "bits": 8, "group_size": None, "desc_act": False, "bnb_type": "int8",
+                "double_quant": False}
+    raise SizingError(_QCFG + ".load_in_4bit",
+                      "bitsandbytes quantization_config sets neither load_in_4bit nor load_in_8bit")
+
+
 def _from_quantization_config(qcfg):
-    """Map a checkpoint's quantization_config onto our methods, or raise."""
+    """Map a checkpoint's quantization_config onto our methods, or raise naming the field."""
     method = str(qcfg.get("quant_method") or "").lower()
+    ignore = qcfg.get("modules_to_not_convert")
+    ignore_field = _QCFG + ".modules_to_not_convert"
     if method == "awq":
-        return {"method": "awq", "bits": int(qcfg.get("bits") or qcfg.get("w_bit") or 4),
-                "group_size": int(qcfg.get("group_size") or qcfg.get("q_group_size") or 128),
-                "desc_act": False}
-    if method == "gptq":
-        return {"method": "gptq", "bits": int(qcfg.get("bits") or 4),
-                "group_size": int(qcfg.get("group_size") or 128),
-                "desc_act": bool(qcfg.get("desc_act"))}
-    if method in ("fp8", "fbgemm_fp8"):
-        return {"method": "fp8", "bits": 8, "group_size": None, "desc_act": False}
-    if method == "bitnet":
-        return {"method": "bitnet", "bits": 1.58, "group_size": None, "desc_act": False}
-    if method == "compressed-tensors":
-        groups = qcfg.get("config_groups") or {}
-        weights = {}
-        for group in groups.values():
-            if isinstance(group, dict) and isinstance(group.get("weights"), dict):
-                weights = group["weights"]
-                break
-        bits = int(weights.get("num_bits") or 8)
-        kind = str(weights.get("type") or "int").lower()
-        if bits == 8 and kind == "float":
-            return {"method": "fp8", "bits": 8, "group_size": None, "desc_act": False}
-        if bits == 8:
-            return {"method": "int8", "bits": 8, "group_size": None, "desc_act": False}
-        if bits == 4 and kind == "int":
-            return {"method": "gptq", "bits": 4, "group_size": int(weights.get("group_size") or 128),
-                    "desc_act": str(weights.get("actorder") or "").lower() in ("group", "weight", "true")}
-    raise SizingError("model_config.quantization_config",
-                      "checkpoint quantization %r is not supported; supported: %s"
-                      % (method or qcfg, ", ".join(QUANTIZATION_METHODS)))
+        result = {"method": "awq", "bits": int(qcfg.get("bits") or qcfg.get("w_bit") or 4),
+                  "group_size": int(qcfg.get("group_size") or qcfg.get("q_group_size") or 128),
+                  "desc_act": False}
+    elif method == "gptq":
+        result = {"method": "gptq", "bits": int(qcfg.get("bits") or 4),
+                  "group_size": int(qcfg.get("group_size") or 128),
+                  "desc_act": bool(qcfg.get("desc_act"))}
+    elif method in ("fp8", "fbgemm_fp8"):
+        block = qcfg.get("weight_block_size")
+        result = {"method": "fp8", "bits": 8, "group_size": None, "desc_act": False,
+                  "block": [int(block[0]), int(block[1])] if block else None}
+        ignore = qcfg.get("ignored_layers", ignore)
+        ignore_field = _QCFG + ".ignored_layers"
+    elif method == "bitnet":
+        result = {"method": "bitnet", "bits": 1.58, "group_size": None, "desc_act": False}
+    elif method == "mxfp4":
+        # vllm/model_executor/layers/quantization/mxfp4.py (v0.14, commit 007d500): only FusedMoE
+        # layers are MXFP4; every LinearBase falls back to the unquantized method.
+        result = {"method": "mxfp4", "bits": 4, "group_size": 32, "desc_act": False, "scope": "experts"}
+    elif method == "modelopt" or method == "modelopt_fp4":
+        algo = str(qcfg.get("quant_algo") or (qcfg.get("quantization") or {}).get("quant_algo") or "").upper()
+        if not algo:
+            raise SizingError(_QCFG + ".quant_algo", "modelopt quantization_config needs quant_algo (NVFP4 or FP8)")
+        if algo == "NVFP4":
+            result = {"method": "nvfp4", "bits": 4, "group_size": int(qcfg.get("group_size") or 16),
+                      "desc_act": False}
+        elif algo == "FP8":
+            result = {"method": "fp8", "bits": 8, "group_size": None, "desc_act": False}
+        else:
+            raise SizingError(_QCFG + ".quant_algo", "modelopt quant_algo %r is not supported (NVFP4, FP8)" % algo)
+        ignore = qcfg.get("exclude_modules", ignore)
+        ignore_field = _QCFG + ".exclude_modules"
+    elif method == "bitsandbytes":
+        result = _from_bitsandbytes(qcfg)
+        ignore = qcfg.get("llm_int8_skip_modules", ignore)
+        ignore_field = _QCFG + ".llm_int8_skip_modules"
+    elif method == "compressed-tensors":
+        result = _from_compressed_tensors(qcfg)
+        ignore = qcfg.get("ignore", ignore)
+        ignore_field = _QCFG + ".ignore"
+    else:
+        raise SizingError(_QCFG + ".quant_method",
+                          "checkpoint quantization %r is not supported; supported: %s"
+                          % (method or qcfg, ", ".join(CHECKPOINT_METHODS)))
+    kept, unmodelled = _ignored_categories(ignore, ignore_field)
+    result["keep_16bit"] = sorted(kept)
+    result["unmodelled_ignore"] = unmodelled
+    return result
 
 
 def resolve_quantization(option, group_size, arch):
     """Decide the weight format vLLM will hold in memory.
 
     ``option`` None means: what the checkpoint's quantization_config says, else none.
-    fp8 on a 16-bit checkpoint is vLLM's runtime (online) FP8, which needs --quantization fp8.
+    fp8 on a 16-bit checkpoint is vLLM's runtime (online) FP8, which needs --quantization fp8;
+    bitsandbytes on a 16-bit checkpoint is vLLM's in-flight 4-bit NF4 (--quantization bitsandbytes).
     """
     warnings = []
     if option is not None and option not in QUANTIZATION_METHODS:
@@ -414,24 +541,78 @@ def resolve_quantization(option, group_size, arch):
             result = {"method": "none", "bits": 16, "group_size": None, "desc_act": False,
                       "source": "default", "runtime": False}
     elif checkpoint:
-        if option != checkpoint["method"]:
+        if option != checkpoint["method"] and not (option == "gptq" and checkpoint["method"] == "w4a16"):
             raise SizingError("quantization",
                               "quantization=%s but the checkpoint is already %s "
                               "(model_config.quantization_config); vLLM serves it as %s"
                               % (option, checkpoint["method"], checkpoint["method"]))
         result = dict(checkpoint, source="model_config.quantization_config", runtime=False)
+    elif option in CHECKPOINT_ONLY_METHODS:
+        raise SizingError("quantization", "quantization=%s needs a checkpoint quantized to %s (its config.json "
+                          "quantization_config); vLLM cannot produce it from a 16-bit checkpoint" % (option, option))
     else:
         gs = group_size if group_size is not None else 128
         result = {"method": option, "bits": _QUANT_BITS[option],
                   "group_size": gs if option in ("awq", "gptq") else None,
-                  "desc_act": False, "source": "option", "runtime": option == "fp8"}
+                  "desc_act": False, "source": "option", "runtime": option in RUNTIME_METHODS}
+        if option == "bitsandbytes":
+            # vLLM's in-flight BNB quantizes to 4-bit NF4 with nested (double) absmax quantization.
+            result.update(group_size=64, bnb_type="nf4", double_quant=True)
         if option in ("awq", "gptq", "int8", "bitnet"):
             warnings.append("the checkpoint has no quantization_config: this is the size after "
                             "quantizing it to %s (model_quantize), not of the checkpoint as it is" % option)
+    result.setdefault("keep_16bit", [])
+    result.setdefault("unmodelled_ignore", [])
+    if result["unmodelled_ignore"]:
+        warnings.append("quantization_config keeps %s unquantized; per-layer exclusions are not modelled, "
+                        "so weights may be slightly under-estimated" % ", ".join(result["unmodelled_ignore"][:5]))
     if result["method"] == "bitnet":
         warnings.append("BitNet b1.58 has no kernel in mainline vLLM (UNCONFIRMED); the figure "
                         "assumes ideal 1.58-bit packing with 16-bit embeddings and lm_head")
     return result, warnings
+
+
+def mxfp4_backend(gpu, version):
+    """Which MXFP4 MoE kernel vLLM picks, which decides padding and scale copies.
+
+    vllm/model_executor/layers/quantization/mxfp4.py (commit 007d500): SM90 uses the Triton
+    kernels when triton_kernels is installed, SM100 FlashInfer, anything older Marlin. The 0.10
+    log of vllm#23278 shows Marlin on H100 and the 0.14 log of vllm#33155 Triton; which release
+    switched is UNCONFIRMED (taken as 0.11). Unknown GPUs get Marlin, the larger layout.
+    """
+    name = gpu.get("parent") or gpu.get("name")
+    if name in ("H100-80GB", "H100-94GB", "H200"):
+        return "triton" if version >= (0, 11) else "marlin"
+    if name == "B200":
+        return "flashinfer"
+    return "marlin"
+
+
+def _round_to(value, multiple):
+    return int(math.ceil(value / float(multiple))) * multiple
+
+
+def _mxfp4_expert_bytes(h, inter_shard, experts, backend, bias):
+    """One MoE layer of MXFP4 experts on one GPU (vLLM Mxfp4MoEMethod.create_weights).
+
+    Each weight element is 4 bits and every 32 along the input dimension share one uint8
+    scale. Marlin pads the intermediate size to 128 and hidden to 256; FlashInfer (SM100)
+    both to 256 (UNCONFIRMED: no log checked); Triton pads intermediate to 64 and then keeps
+    both the loaded scales and the swizzled copy (it deletes only the loaded weights), with
+    float32 biases.
+    """
+    scale_copies = 1
+    bias_bytes = 2
+    if backend == "marlin":
+        inter, hid = _round_to(inter_shard, 128), _round_to(h, 256)
+    elif backend == "flashinfer":
+        inter, hid = _round_to(inter_shard, 256), _round_to(h, 256)
+    else:
+        inter, hid = _round_to(inter_shard, 64), h
+        scale_copies, bias_bytes = 2, 4
+    w13 = 2 * inter * (hid // 2 + scale_copies * hid // 32 + (bias_bytes if bias else 0))
+    w2 = hid * (inter // 2 + scale_copies * inter // 32 + (bias_bytes if bias else 0))
+    return experts * (w13 + w2)
 
 
 def _linear_bytes(in_f, out_f, quant):
@@ -440,16 +621,42 @@ def _linear_bytes(in_f, out_f, quant):
     if method == "none":
         return in_f * out_f * 2
     if method in ("fp8", "int8"):
+        block = quant.get("block")
+        if block:
+            # one float32 scale per [block[0] x block[1]] tile (DeepSeek-V3 style FP8)
+            return in_f * out_f + int(math.ceil(out_f / float(block[0]))) * int(math.ceil(in_f / float(block[1]))) * 4
+        if quant.get("strategy") == "tensor":
+            return in_f * out_f + 4
         # 1-byte weights plus a float32 scale per output channel.
         return in_f * out_f + out_f * 4
     if method == "bitnet":
         return in_f * out_f * 1.58 / 8 + 4
+    if method == "nvfp4":
+        # e2m1 values, an fp8 (e4m3) scale per 16 inputs, fp32 global weight and input scales.
+        group = quant.get("group_size") or 16
+        return in_f * out_f / 2.0 + out_f * int(math.ceil(in_f / float(group))) + 8
+    if method == "mxfp4":
+        return in_f * out_f / 2.0 + out_f * int(math.ceil(in_f / 32.0))
+    if method == "bitsandbytes":
+        if quant["bits"] == 8:
+            return in_f * out_f + out_f * 4  # int8 weight + fp32 row scale (SCB)
+        n = in_f * out_f
+        blocks = int(math.ceil(n / 64.0))
+        if quant.get("double_quant"):
+            # absmax quantized to uint8, with an fp32 absmax and offset per 256 blocks + 256-entry code
+            absmax = blocks + int(math.ceil(blocks / 256.0)) * 4 + 4 + 256 * 4
+        else:
+            absmax = blocks * 4
+        return n / 2.0 + absmax
     bits = quant["bits"]
     group = quant["group_size"]
     groups = 1 if not group or group < 0 else int(math.ceil(in_f / float(group)))
     packed = in_f * out_f * bits / 8.0
     scales = groups * out_f * 2           # fp16 scale per group and output column
-    zeros = groups * out_f * bits / 8.0   # packed zero points (kept even for symmetric GPTQ)
+    if method == "w4a16" and quant.get("symmetric", True):
+        zeros = 0                         # compressed-tensors symmetric int4 stores no zero points
+    else:
+        zeros = groups * out_f * bits / 8.0   # packed zero points (kept even for symmetric GPTQ)
     g_idx = in_f * 4 if quant.get("desc_act") else 0
     return packed + scales + zeros + g_idx
 
@@ -462,6 +669,14 @@ def weight_bytes(arch, quant, tp):
     When kv_heads < tp vLLM replicates KV heads, so each GPU keeps at least one.
     Returns {'checkpoint_total', 'checkpoint_per_gpu', 'buffers_per_gpu'} in bytes.
     """
+    sixteen = {"method": "none"}
+    kept = set(quant.get("keep_16bit") or ())
+    experts_only = quant.get("scope") == "experts"
+    q_attn = sixteen if experts_only or "attn" in kept else quant
+    q_mlp = sixteen if experts_only else quant
+    q_experts = sixteen if "experts" in kept else quant
+    q_shared = sixteen if experts_only or "shared_experts" in kept else quant
+
     def per_rank(tp_):
         h = arch["hidden_size"]
         heads = arch["num_attention_heads"]
@@ -475,36 +690,43 @@ def weight_bytes(arch, quant, tp):
             m = arch["mla"]
             qk = m["qk_nope_head_dim"] + m["qk_rope_head_dim"]
             if m["q_lora_rank"]:
-                replicated += _linear_bytes(h, m["q_lora_rank"], quant)
-                lin += _linear_bytes(m["q_lora_rank"], heads * qk // tp_, quant)
+                replicated += _linear_bytes(h, m["q_lora_rank"], q_attn)
+                lin += _linear_bytes(m["q_lora_rank"], heads * qk // tp_, q_attn)
             else:
-                lin += _linear_bytes(h, heads * qk // tp_, quant)
-            replicated += _linear_bytes(h, m["kv_lora_rank"] + m["qk_rope_head_dim"], quant)
-            lin += _linear_bytes(m["kv_lora_rank"], heads * (m["qk_nope_head_dim"] + m["v_head_dim"]) // tp_, quant)
-            lin += _linear_bytes(heads * m["v_head_dim"] // tp_, h, quant)
+                lin += _linear_bytes(h, heads * qk // tp_, q_attn)
+            replicated += _linear_bytes(h, m["kv_lora_rank"] + m["qk_rope_head_dim"], q_attn)
+            lin += _linear_bytes(m["kv_lora_rank"], heads * (m["qk_nope_head_dim"] + m["v_head_dim"]) // tp_, q_attn)
+            lin += _linear_bytes(heads * m["v_head_dim"] // tp_, h, q_attn)
             attn = lin + replicated
             lin = 0.0
             replicated = 0.0
         else:
-            attn = (_linear_bytes(h, heads * hd // tp_, quant)
-                    + 2 * _linear_bytes(h, kv_rank * hd, quant)
-                    + _linear_bytes(heads * hd // tp_, h, quant))
+            attn = (_linear_bytes(h, heads * hd // tp_, q_attn)
+                    + 2 * _linear_bytes(h, kv_rank * hd, q_attn)
+                    + _linear_bytes(heads * hd // tp_, h, q_attn))
             if arch["qkv_bias"]:
                 sixteen_bit += (heads * hd // tp_ + 2 * kv_rank * hd) * 2
         mats = 3 if arch["gated_mlp"] else 2
 
-        def mlp(inter):
+        def mlp(inter, q):
             shard = inter // tp_
-            return (mats - 1) * _linear_bytes(h, shard, quant) + _linear_bytes(shard, h, quant)
+            return (mats - 1) * _linear_bytes(h, shard, q) + _linear_bytes(shard, h, q)
 
         moe_layers = arch["moe_layers"] if arch["num_experts"] else 0
         dense_layers = layers - moe_layers
-        total = layers * attn + dense_layers * mlp(arch["intermediate_size"] or 0)
+        total = layers * attn + dense_layers * mlp(arch["intermediate_size"] or 0, q_mlp)
         if moe_layers:
             e = arch["num_experts"]
-            per_moe_layer = e * mlp(arch["moe_intermediate_size"])
+            shard = arch["moe_intermediate_size"] // tp_
+            if q_experts["method"] == "mxfp4":
+                per_moe_layer = _mxfp4_expert_bytes(h, shard, e, quant.get("backend") or "marlin",
+                                                    arch.get("expert_bias"))
+            else:
+                per_moe_layer = e * mlp(arch["moe_intermediate_size"], q_experts)
+                if arch.get("expert_bias"):
+                    per_moe_layer += e * (2 * shard + h) * 2  # gpt-oss experts carry 16-bit biases
             if arch["shared_expert_intermediate_size"]:
-                per_moe_layer += mlp(arch["shared_expert_intermediate_size"])
+                per_moe_layer += mlp(arch["shared_expert_intermediate_size"], q_shared)
                 replicated += h * 2 * moe_layers  # Qwen2-MoE shared_expert_gate (hidden x 1)
             total += moe_layers * per_moe_layer
             replicated += moe_layers * h * e * 2  # router stays 16-bit and replicated
@@ -713,6 +935,8 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
     warnings += qwarn
     gpu = resolve_gpu(gpu_model, gpu_memory_gib)
     warnings += gpu["warnings"]
+    if quant["method"] == "mxfp4":
+        quant["backend"] = mxfp4_backend(gpu, version)
     if gpu["mig"] and tp > 1:
         raise SizingError("tensor_parallel_size",
                           "tensor_parallel_size %d on MIG %s: a MIG instance cannot join tensor "
@@ -737,9 +961,12 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
     ckpt_scale = 1.0
     if exact_size:
         if quant["runtime"]:
-            warnings.append("runtime fp8 quantizes after loading: the checkpoint's total_size is "
-                            "not what vLLM keeps, so weights come from the architecture")
-        else:
+            warnings.append("runtime %s quantizes after loading: the checkpoint's total_size is "
+                            "not what vLLM keeps, so weights come from the architecture" % quant["method"])
+        elif quant["method"] == "mxfp4":
+            warnings.append("MXFP4 kernels pad and copy expert weights after loading: the checkpoint's "
+                            "total_size is not what vLLM keeps, so weights come from the architecture")
+        if not quant["runtime"] and quant["method"] != "mxfp4":
             # vLLM loads float32 checkpoints as 16-bit.
             halve = 0.5 if arch["torch_dtype"] == "float32" and quant["method"] == "none" else 1.0
             ckpt_scale = exact_size * halve / wb["checkpoint_total"]
@@ -802,7 +1029,8 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
         "gpu_memory_utilization": gpu_memory_utilization,
         "tensor_parallel_size": tp,
         "kv_cache_dtype": kv_cache_dtype,
-        "quantization": {k: quant[k] for k in ("method", "bits", "group_size", "source", "runtime")},
+        "quantization": dict({k: quant[k] for k in ("method", "bits", "group_size", "source", "runtime")},
+                             **{k: quant[k] for k in ("backend", "keep_16bit") if quant.get(k)}),
         "model": {
             "architecture": arch["architecture"],
             "parameters_billion": _round(count_parameters(arch) / 1e9, 3),
@@ -865,8 +1093,8 @@ def _recommend(arch, quant, gpu, tp, kv_dtype, gmu, max_model_len, weights, acti
         args += ["--kv-cache-dtype", "fp8"]
     # Pre-quantized AWQ/GPTQ checkpoints are auto-detected (and get Marlin); passing
     # --quantization awq would force the slow kernel (facts/llm-serving.md part B).
-    rec["quantization"] = "fp8" if quant["runtime"] else None
+    rec["quantization"] = quant["method"] if quant["runtime"] else None
     if quant["runtime"]:
-        args += ["--quantization", "fp8"]
+        args += ["--quantization", quant["method"]]
     rec["args"] = args
     return rec

@@ -54,8 +54,13 @@ options:
       - V(fp8) on a 16-bit checkpoint is vLLM's runtime FP8 and adds C(--quantization fp8).
       - V(awq), V(gptq), V(int8) and V(bitnet) on a 16-bit checkpoint size it as it will be
         after quantizing (embeddings and lm_head stay 16-bit).
+      - V(bitsandbytes) on a 16-bit checkpoint is vLLM's in-flight 4-bit NF4 and adds
+        C(--quantization bitsandbytes).
+      - V(mxfp4), V(nvfp4) and V(w4a16) (compressed-tensors int4) need a checkpoint already in
+        that format; they are read from its C(quantization_config), including the modules it
+        keeps unquantized (C(modules_to_not_convert), C(ignore)).
     type: str
-    choices: [none, fp8, int8, awq, gptq, bitnet]
+    choices: [none, fp8, int8, awq, gptq, bitnet, bitsandbytes, mxfp4, nvfp4, w4a16]
   group_size:
     description: Quantization group size for AWQ/GPTQ when the checkpoint does not say; -1 is per channel.
     type: int
@@ -229,7 +234,10 @@ kv_cache_dtype:
   type: str
   sample: auto
 quantization:
-  description: The weight format sized (method, bits, group_size, source, runtime).
+  description:
+    - The weight format sized (method, bits, group_size, source, runtime).
+    - V(backend) (MXFP4 only) is the MoE kernel whose padding was sized; V(keep_16bit) lists the
+      weight groups the checkpoint keeps unquantized.
   returned: success
   type: dict
   sample: {"method": "awq", "bits": 4, "group_size": 128, "source": "option", "runtime": false}

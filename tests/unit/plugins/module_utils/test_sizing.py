@@ -525,10 +525,11 @@ def test_quantization_contradicting_checkpoint():
 
 
 def test_unsupported_checkpoint_quantization():
-    cfg = dict(MODELS["llama-3.1-8b"], quantization_config={"quant_method": "bitsandbytes"})
+    cfg = dict(MODELS["llama-3.1-8b"], quantization_config={"quant_method": "hqq"})
     with pytest.raises(SizingError) as err:
         estimate(model_config=cfg, gpu_model="L4", max_model_len=1024)
-    assert err.value.field == "model_config.quantization_config"
+    assert err.value.field == "model_config.quantization_config.quant_method"
+    assert "hqq" in str(err.value) and "mxfp4" in str(err.value)
 
 
 def test_missing_tie_word_embeddings_is_conservative():
@@ -544,3 +545,164 @@ def test_string_numbers_from_templates_are_accepted():
     cfg = {k: (str(v) if isinstance(v, int) and not isinstance(v, bool) else v)
            for k, v in MODELS["llama-3.1-8b"].items()}
     assert estimate(model_config=cfg, gpu_model="H100", max_model_len=8192)["weights_gib_per_gpu"] == 14.99
+
+
+# ----------------------------------------------------------------------------------------
+# 2026 weight formats: MXFP4, NVFP4, bitsandbytes, compressed-tensors, ignore lists
+# ----------------------------------------------------------------------------------------
+
+def _q(qcfg, option=None, config="llama-3.1-8b"):
+    arch = sizing.parse_model_config(dict(MODELS[config], quantization_config=qcfg))
+    return sizing.resolve_quantization(option, None, arch)
+
+
+def _bytes(quant_config, config="llama-3.1-8b"):
+    arch = sizing.parse_model_config(dict(MODELS[config], quantization_config=quant_config))
+    quant = sizing.resolve_quantization(None, None, arch)[0]
+    return sizing.weight_bytes(arch, quant, 1)["checkpoint_total"]
+
+
+@pytest.mark.parametrize("backend,expected", [
+    # hidden 64, intermediate 96, 2 experts with biases; per row: values/2 + scales/32 (+ copies) + bias
+    # marlin: intermediate -> 128, hidden -> 256: 2*128*(128+8+2) + 256*(64+4+2) = 35328 + 17920
+    ("marlin", 2 * (35328 + 17920)),
+    # flashinfer: both -> 256: 2*256*(128+8+2) + 256*(128+8+2)
+    ("flashinfer", 2 * (2 * 256 * 138 + 256 * 138)),
+    # triton: intermediate -> 128, hidden stays 64, two scale copies, fp32 bias:
+    # 2*128*(32+2*2+4) + 64*(64+2*4+4) = 10240 + 4864
+    ("triton", 2 * (10240 + 4864)),
+])
+def test_mxfp4_expert_bytes_per_backend(backend, expected):
+    assert sizing._mxfp4_expert_bytes(64, 96, 2, backend, True) == expected
+
+
+def test_mxfp4_quantizes_experts_only():
+    # gpt-oss keeps attention, router, embeddings and lm_head bf16 (modules_to_not_convert and
+    # vLLM's Mxfp4Config, which gives every linear layer the unquantized method).
+    cfg = MODELS["gpt-oss-120b"]
+    plain = {k: v for k, v in cfg.items() if k != "quantization_config"}
+    layers, experts, h, inter = 36, 128, 2880, 2880
+    bf16_experts = layers * experts * (3 * h * inter * 2 + (2 * inter + h) * 2)
+    marlin_experts = layers * experts * (2 * 2944 * (1536 + 96 + 2) + 3072 * (1472 + 92 + 2))
+    none = fit(plain, gpu_model="A100-80GB", max_model_len=4096)
+    mxfp4 = fit(cfg, gpu_model="A100-80GB", max_model_len=4096)
+    assert mxfp4["quantization"]["method"] == "mxfp4" and mxfp4["quantization"]["backend"] == "marlin"
+    rest_none = none["weights_gib_total"] * GIB - bf16_experts
+    rest_mxfp4 = mxfp4["weights_gib_total"] * GIB - marlin_experts
+    assert rest_mxfp4 == pytest.approx(rest_none, abs=0.01 * GIB)
+    # what is left is about 4.2e9 bytes: embeddings + lm_head (2.32e9) and bf16 attention (1.9e9)
+    assert rest_none == pytest.approx(4.25e9, rel=0.02)
+
+
+@pytest.mark.parametrize("gpu,version,backend", [
+    ("H100-80GB", "0.14.1", "triton"), ("H100-80GB", "0.10.1", "marlin"), ("H200", "0.19.0", "triton"),
+    ("A100-80GB", "0.19.0", "marlin"), ("B200", "0.19.0", "flashinfer"), ("H100-80GB 3g.40gb", "0.19.0", "triton"),
+])
+def test_mxfp4_backend_follows_gpu_and_version(gpu, version, backend):
+    est = fit("gpt-oss-120b", gpu_model=gpu, vllm_version=version, max_model_len=1024)
+    assert est["quantization"]["backend"] == backend
+
+
+def test_mxfp4_needs_a_quantized_checkpoint():
+    with pytest.raises(SizingError) as err:
+        fit("llama-3.1-8b", quantization="mxfp4", max_model_len=1024)
+    assert err.value.field == "quantization" and "checkpoint" in str(err.value)
+
+
+def test_nvfp4_bytes_and_configs():
+    # 64 x 32 layer: 4-bit values 1024 B + fp8 scale per 16 inputs (32 x 4 = 128 B) + two fp32 globals
+    assert sizing._linear_bytes(64, 32, {"method": "nvfp4", "group_size": 16}) == 1024 + 128 + 8
+    modelopt, _ = _q({"quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 16,
+                      "exclude_modules": ["lm_head"]})
+    ct, _ = _q({"quant_method": "compressed-tensors", "ignore": ["lm_head"], "config_groups": {
+        "group_0": {"weights": {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16}}}})
+    assert modelopt["method"] == ct["method"] == "nvfp4"
+    with pytest.raises(SizingError) as err:
+        _q({"quant_method": "modelopt"})
+    assert err.value.field == "model_config.quantization_config.quant_algo"
+    # NVFP4 Llama-3.1-8B: 6.98e9 linear weights x (0.5 + 1/16) B + 16-bit embeddings (2.1e9 B)
+    est = fit(dict(MODELS["llama-3.1-8b"], quantization_config={"quant_method": "modelopt", "quant_algo": "NVFP4"}),
+              max_model_len=4096)
+    assert est["weights_gib_per_gpu"] == pytest.approx((6.98e9 * 0.5625 + 2.10e9) / GIB, rel=0.01)
+
+
+def test_bitsandbytes_bytes():
+    n = 64 * 256  # 16384 weights = 256 blocks of 64
+    nf4 = {"method": "bitsandbytes", "bits": 4, "double_quant": True}
+    # 8192 B of 4-bit values; absmax as uint8 per block (256) + fp32 absmax and offset per 256 blocks
+    # (4 + 4) + the 256-entry fp32 code (1024)
+    assert sizing._linear_bytes(64, 256, nf4) == n / 2 + 256 + 4 + 4 + 1024
+    assert sizing._linear_bytes(64, 256, dict(nf4, double_quant=False)) == n / 2 + 256 * 4
+    assert sizing._linear_bytes(64, 256, {"method": "bitsandbytes", "bits": 8}) == n + 256 * 4
+
+
+def test_bitsandbytes_checkpoint_and_in_flight():
+    q4, _ = _q({"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+                "bnb_4bit_use_double_quant": True})
+    assert (q4["method"], q4["bits"], q4["group_size"], q4["double_quant"]) == ("bitsandbytes", 4, 64, True)
+    q8, _ = _q({"quant_method": "bitsandbytes", "load_in_8bit": True})
+    assert q8["bits"] == 8
+    for qcfg, field in [({"quant_method": "bitsandbytes"}, "load_in_4bit"),
+                        ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "bnb_4bit_quant_type")]:
+        with pytest.raises(SizingError) as err:
+            _q(qcfg)
+        assert err.value.field == "model_config.quantization_config." + field
+    est = fit("llama-3.1-8b", quantization="bitsandbytes", max_model_len=4096)
+    assert est["quantization"]["runtime"] is True
+    assert est["recommended"]["args"][-2:] == ["--quantization", "bitsandbytes"]
+    # NF4: 6.98e9 linear weights x ~0.516 B + 16-bit embeddings and lm_head (2.1e9 B)
+    assert est["weights_gib_per_gpu"] == pytest.approx((6.98e9 * 0.5157 + 2.10e9) / GIB, rel=0.01)
+
+
+def _ct(weights, **extra):
+    return dict({"quant_method": "compressed-tensors", "config_groups": {"group_0": {"weights": weights}}}, **extra)
+
+
+def test_compressed_tensors_formats_exact_bytes():
+    w4a16, _ = _q(_ct({"num_bits": 4, "type": "int", "strategy": "group", "group_size": 128, "symmetric": True}))
+    assert w4a16["method"] == "w4a16"
+    # 256 x 64: 8192 B of int4 + a 16-bit scale per group of 128 inputs (2 groups x 64 outputs)
+    assert sizing._linear_bytes(256, 64, w4a16) == 8192 + 2 * 64 * 2
+    asym = dict(w4a16, symmetric=False)
+    assert sizing._linear_bytes(256, 64, asym) == 8192 + 2 * 64 * 2 + 2 * 64 * 0.5
+    block, _ = _q(_ct({"num_bits": 8, "type": "float", "strategy": "block", "block_structure": [128, 128]}))
+    # 256 x 384: 1 B per weight + an fp32 scale per 128 x 128 tile (3 x 2 tiles)
+    assert sizing._linear_bytes(256, 384, block) == 256 * 384 + 6 * 4
+    channel, _ = _q(_ct({"num_bits": 8, "type": "float", "strategy": "channel"}))
+    assert sizing._linear_bytes(256, 384, channel) == 256 * 384 + 384 * 4
+    int8, _ = _q(_ct({"num_bits": 8, "type": "int", "strategy": "channel"}))
+    assert int8["method"] == "int8" and sizing._linear_bytes(256, 384, int8) == 256 * 384 + 384 * 4
+    fp8_block, _ = _q({"quant_method": "fp8", "weight_block_size": [128, 128]})
+    assert fp8_block["block"] == [128, 128]
+
+
+@pytest.mark.parametrize("weights,field", [
+    ({"type": "int", "strategy": "group", "group_size": 128}, "config_groups.group_0.weights.num_bits"),
+    ({"num_bits": 4, "strategy": "group"}, "config_groups.group_0.weights.type"),
+    ({"num_bits": 4, "type": "int", "strategy": "group"}, "config_groups.group_0.weights.group_size"),
+    ({"num_bits": 8, "type": "float", "strategy": "block"}, "config_groups.group_0.weights.block_structure"),
+])
+def test_compressed_tensors_missing_field_is_named(weights, field):
+    with pytest.raises(SizingError) as err:
+        _q(_ct(weights))
+    assert err.value.field == "model_config.quantization_config." + field
+    with pytest.raises(SizingError) as err:
+        _q({"quant_method": "compressed-tensors"})
+    assert err.value.field == "model_config.quantization_config.config_groups"
+
+
+def test_ignore_lists_keep_modules_16_bit():
+    w8a8 = {"num_bits": 8, "type": "int", "strategy": "channel"}
+    base = _bytes(_ct(w8a8, ignore=["lm_head"]))
+    # a router / lm_head entry changes nothing: they are 16-bit in the estimate already
+    assert _bytes(_ct(w8a8, ignore=["lm_head", "re:.*mlp.gate$"])) == base
+    # keeping attention 16-bit adds 1 B per attention weight less the fp32 channel scales:
+    # 32 layers x (2 x 4096 x 4096 + 2 x 4096 x 1024) weights, (4096 + 1024 + 1024 + 4096) scales
+    attn = 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024)
+    scales = 32 * (4096 + 1024 + 1024 + 4096) * 4
+    assert _bytes(_ct(w8a8, ignore=["lm_head", "re:.*self_attn.*"])) - base == attn - scales
+    _, warnings = _q(_ct(w8a8, ignore=["model.layers.0.mlp.down_proj"]))
+    assert any("model.layers.0.mlp.down_proj" in w for w in warnings)
+    with pytest.raises(SizingError) as err:
+        _q(_ct(w8a8, ignore="lm_head"))
+    assert err.value.field == "model_config.quantization_config.ignore"
