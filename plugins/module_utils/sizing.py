@@ -640,14 +640,11 @@ def _linear_bytes(in_f, out_f, quant):
     if method == "bitsandbytes":
         if quant["bits"] == 8:
             return in_f * out_f + out_f * 4  # int8 weight + fp32 row scale (SCB)
+        # 4-bit values + one absmax per 64. vLLM dequantizes double-quantized (uint8) absmax to
+        # float32 when it binds the quant states, pre-quantized and in-flight alike
+        # (vllm/model_executor/model_loader/bitsandbytes_loader.py, _dequantize_dq, commit c9e9c48).
         n = in_f * out_f
-        blocks = int(math.ceil(n / 64.0))
-        if quant.get("double_quant"):
-            # absmax quantized to uint8, with an fp32 absmax and offset per 256 blocks + 256-entry code
-            absmax = blocks + int(math.ceil(blocks / 256.0)) * 4 + 4 + 256 * 4
-        else:
-            absmax = blocks * 4
-        return n / 2.0 + absmax
+        return n / 2.0 + int(math.ceil(n / 64.0)) * 4
     bits = quant["bits"]
     group = quant["group_size"]
     groups = 1 if not group or group < 0 else int(math.ceil(in_f / float(group)))
@@ -933,6 +930,10 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
     _validate_tp(arch, tp)
     quant, qwarn = resolve_quantization(quantization, group_size, arch)
     warnings += qwarn
+    if quant["method"] == "bitsandbytes" and not quant["runtime"] and tp > 1:
+        # bitsandbytes_loader.py (commit c9e9c48) refuses pre-quantized BNB under tensor parallelism.
+        raise SizingError("tensor_parallel_size", "tensor_parallel_size %d: vLLM does not run pre-quantized "
+                          "bitsandbytes checkpoints with tensor parallelism; use 1" % tp)
     gpu = resolve_gpu(gpu_model, gpu_memory_gib)
     warnings += gpu["warnings"]
     if quant["method"] == "mxfp4":

@@ -629,9 +629,9 @@ def test_nvfp4_bytes_and_configs():
 def test_bitsandbytes_bytes():
     n = 64 * 256  # 16384 weights = 256 blocks of 64
     nf4 = {"method": "bitsandbytes", "bits": 4, "double_quant": True}
-    # 8192 B of 4-bit values; absmax as uint8 per block (256) + fp32 absmax and offset per 256 blocks
-    # (4 + 4) + the 256-entry fp32 code (1024)
-    assert sizing._linear_bytes(64, 256, nf4) == n / 2 + 256 + 4 + 4 + 1024
+    # 8192 B of 4-bit values + an fp32 absmax per block of 64: vLLM dequantizes double-quantized
+    # absmax at load, so double quant saves nothing on the GPU
+    assert sizing._linear_bytes(64, 256, nf4) == n / 2 + 256 * 4
     assert sizing._linear_bytes(64, 256, dict(nf4, double_quant=False)) == n / 2 + 256 * 4
     assert sizing._linear_bytes(64, 256, {"method": "bitsandbytes", "bits": 8}) == n + 256 * 4
 
@@ -650,8 +650,15 @@ def test_bitsandbytes_checkpoint_and_in_flight():
     est = fit("llama-3.1-8b", quantization="bitsandbytes", max_model_len=4096)
     assert est["quantization"]["runtime"] is True
     assert est["recommended"]["args"][-2:] == ["--quantization", "bitsandbytes"]
-    # NF4: 6.98e9 linear weights x ~0.516 B + 16-bit embeddings and lm_head (2.1e9 B)
-    assert est["weights_gib_per_gpu"] == pytest.approx((6.98e9 * 0.5157 + 2.10e9) / GIB, rel=0.01)
+    # NF4: 6.98e9 linear weights x (0.5 + 4/64) B + 16-bit embeddings and lm_head (2.1e9 B)
+    assert est["weights_gib_per_gpu"] == pytest.approx((6.98e9 * 0.5625 + 2.10e9) / GIB, rel=0.01)
+    # vLLM refuses pre-quantized BNB under TP; in-flight BNB shards like any layer
+    assert fit("llama-3.1-8b", quantization="bitsandbytes", tensor_parallel_size=2, max_model_len=4096)["fits"]
+    cfg = dict(MODELS["llama-3.1-8b"], quantization_config={"quant_method": "bitsandbytes", "load_in_4bit": True,
+                                                            "bnb_4bit_quant_type": "nf4"})
+    with pytest.raises(SizingError) as err:
+        fit(cfg, tensor_parallel_size=2, max_model_len=4096)
+    assert err.value.field == "tensor_parallel_size" and "bitsandbytes" in str(err.value)
 
 
 def _ct(weights, **extra):
