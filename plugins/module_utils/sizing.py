@@ -66,6 +66,13 @@ NON_TORCH_PROFILES = {
 NON_TORCH_TP1_CURRENT_SINCE = (0, 18)
 NON_TORCH_TPN_CURRENT_SINCE = (0, 17)
 
+# Pipeline parallelism, from llm-d-planner's v0.19 Llama-3.1-8B TP1 sweep: activation 1.89 (PP1)
+# -> 1.10 (PP2) -> 1.05 GiB (PP4), non-torch 0.25 -> 0.07 GiB. One model only, so the activation
+# factor (1.10 / 1.91 fitted) and the PP>1 non-torch figure are UNCONFIRMED for other models,
+# for TP>1 with PP (the TP table is used) and for older vLLM.
+PP_ACTIVATION_FACTOR = 0.57
+PP_NON_TORCH_TP1_GIB = 0.07
+
 DEFAULT_VLLM_VERSION = "0.19.0"
 
 # Memory of a whole GPU as torch/vLLM see it (cudaMemGetInfo total), GiB.
@@ -256,13 +263,17 @@ def parse_model_config(config, field="model_config"):
     max_pos = _int_field(cfg, "max_position_embeddings", prefix, required=False)
 
     # Dense layers inside an MoE stack (DeepSeek first_k_dense_replace, Qwen mlp_only_layers).
-    moe_layers = 0
+    # DeepSeek: layer i is MoE when i >= first_k_dense_replace and i % moe_layer_freq == 0;
+    # Qwen-MoE: when (i + 1) % decoder_sparse_step == 0 and i is not in mlp_only_layers.
+    moe_layer_ids = []
     if experts:
         dense_first = int(cfg.get("first_k_dense_replace") or 0)
         step = int(cfg.get("decoder_sparse_step") or 1)
+        freq = int(cfg.get("moe_layer_freq") or 1)
         mlp_only = set(cfg.get("mlp_only_layers") or [])
-        moe_layers = sum(1 for i in range(layers)
-                         if i >= dense_first and i not in mlp_only and (i + 1) % step == 0)
+        moe_layer_ids = [i for i in range(layers) if i >= dense_first and i % freq == 0
+                         and i not in mlp_only and (i + 1) % step == 0]
+    moe_layers = len(moe_layer_ids)
     shared_inter = 0
     if experts:
         if cfg.get("shared_expert_intermediate_size"):
@@ -316,6 +327,7 @@ def parse_model_config(config, field="model_config"):
         "num_experts_per_tok": int(cfg.get("num_experts_per_tok") or 0) or None,
         "moe_intermediate_size": moe_intermediate,
         "moe_layers": moe_layers,
+        "moe_layer_ids": moe_layer_ids,
         "shared_expert_intermediate_size": shared_inter,
         "mla": mla,
         "gated_mlp": model_type not in _NON_GATED_MLP,
@@ -658,13 +670,28 @@ def _linear_bytes(in_f, out_f, quant):
     return packed + scales + zeros + g_idx
 
 
-def weight_bytes(arch, quant, tp):
-    """Weights of one replica and of one GPU under tensor parallelism ``tp``.
+def pp_partitions(layers, pp):
+    """Decoder layers per pipeline stage, as vLLM splits them.
+
+    vllm/distributed/utils.py get_pp_indices (commit 5a6541d): an even split, and the
+    remainder goes one layer each to the stages before the last (the last holds lm_head).
+    """
+    parts = [layers // pp] * pp
+    for i in range(2, layers % pp + 2):
+        parts[-i] += 1
+    return parts
+
+
+def weight_bytes(arch, quant, tp, pp=1):
+    """Weights of one replica and of one GPU under tensor parallelism ``tp`` and ``pp`` stages.
 
     Column-parallel layers (q/k/v, gate/up, experts' w1/w3) split their output, row-parallel
     ones (o, down) their input; embeddings and lm_head are vocab-parallel (sharded too).
     When kv_heads < tp vLLM replicates KV heads, so each GPU keeps at least one.
-    Returns {'checkpoint_total', 'checkpoint_per_gpu', 'buffers_per_gpu'} in bytes.
+    Pipeline stages hold their own layers; the first also the embeddings (and vision tower),
+    the last the final norm and lm_head (with tied embeddings the last stage keeps its own copy).
+    Returns {'checkpoint_total', 'checkpoint_per_gpu' (the largest stage), 'buffers_per_gpu',
+    'stages': [{'bytes', 'layers': [start, end]}]} in bytes.
     """
     sixteen = {"method": "none"}
     kept = set(quant.get("keep_16bit") or ())
@@ -674,12 +701,13 @@ def weight_bytes(arch, quant, tp):
     q_experts = sixteen if "experts" in kept else quant
     q_shared = sixteen if experts_only or "shared_experts" in kept else quant
 
-    def per_rank(tp_):
+    def per_rank(tp_, start=0, end=None, first=True, last=True):
         h = arch["hidden_size"]
         heads = arch["num_attention_heads"]
         hd = arch["head_dim"]
         kv_rank = max(1, arch["num_key_value_heads"] // tp_)
-        layers = arch["num_hidden_layers"]
+        end = arch["num_hidden_layers"] if end is None else end
+        layers = end - start
         lin = 0.0
         sixteen_bit = 0.0
         replicated = 0.0
@@ -709,7 +737,8 @@ def weight_bytes(arch, quant, tp):
             shard = inter // tp_
             return (mats - 1) * _linear_bytes(h, shard, q) + _linear_bytes(shard, h, q)
 
-        moe_layers = arch["moe_layers"] if arch["num_experts"] else 0
+        moe_ids = arch.get("moe_layer_ids") or []
+        moe_layers = sum(1 for i in moe_ids if start <= i < end) if arch["num_experts"] else 0
         dense_layers = layers - moe_layers
         total = layers * attn + dense_layers * mlp(arch["intermediate_size"] or 0, q_mlp)
         if moe_layers:
@@ -729,19 +758,30 @@ def weight_bytes(arch, quant, tp):
             replicated += moe_layers * h * e * 2  # router stays 16-bit and replicated
         total += layers * sixteen_bit
         # Norms stay 16-bit and are replicated: two per layer plus the final one (+ q/k norms).
-        replicated += (2 * layers + 1) * h * 2
+        replicated += (2 * layers + (1 if last else 0)) * h * 2
         if arch["qk_norm"]:
             replicated += layers * 2 * hd * 2
         vocab = int(math.ceil(arch["vocab_size"] / float(VOCAB_PADDING * tp_)) * VOCAB_PADDING * tp_)
-        embed = vocab * h * 2 / tp_  # weight-only quantization keeps embeddings 16-bit
-        lm_head = 0 if arch["tie_word_embeddings"] else embed
-        vision = arch["vision_params"] * 2 / tp_
+        table = vocab * h * 2 / tp_  # weight-only quantization keeps embeddings 16-bit
+        embed = table if first else 0
+        if last:
+            lm_head = table if not arch["tie_word_embeddings"] or not first else 0
+        else:
+            lm_head = 0
+        vision = arch["vision_params"] * 2 / tp_ if first else 0
         return total + replicated + embed + lm_head + vision
 
     # The rotary cos/sin cache is a buffer of max_position x rotary_dim in the model dtype
     # (Llama-3.1-8B: 16.06e9 B of weights + 32 MiB = the 14.99 GiB vLLM reports).
     buffers = (arch["max_position_embeddings"] or 0) * arch["rotary_dim"] * 2
-    return {"checkpoint_total": per_rank(1), "checkpoint_per_gpu": per_rank(tp), "buffers_per_gpu": buffers}
+    stages = []
+    start = 0
+    for index, count in enumerate(pp_partitions(arch["num_hidden_layers"], pp)):
+        stages.append({"bytes": per_rank(tp, start, start + count, index == 0, index == pp - 1),
+                       "layers": [start, start + count]})
+        start += count
+    return {"checkpoint_total": per_rank(1), "checkpoint_per_gpu": max(st["bytes"] for st in stages),
+            "buffers_per_gpu": buffers, "stages": stages}
 
 
 def count_parameters(arch):
@@ -749,15 +789,15 @@ def count_parameters(arch):
     return weight_bytes(arch, {"method": "none"}, 1)["checkpoint_total"] / 2.0
 
 
-def kv_cache_bytes_per_token(arch, kv_cache_dtype, tp):
-    """KV bytes per token for the replica and per GPU.
+def kv_cache_bytes_per_token(arch, kv_cache_dtype, tp, layers=None):
+    """KV bytes per token for the replica and per GPU (of ``layers`` layers, default all).
 
     2 (K and V) x layers x kv_heads x head_dim x dtype bytes; each GPU holds kv_heads/tp heads
     (at least one, since vLLM replicates heads when tp > kv_heads). MLA (DeepSeek) stores one
     latent of kv_lora_rank + rope dims per layer, replicated on every GPU.
     """
     dtype_bytes = 1 if kv_cache_dtype == "fp8" else 2
-    layers = arch["num_hidden_layers"]
+    layers = arch["num_hidden_layers"] if layers is None else layers
     if arch["mla"]:
         per = layers * (arch["mla"]["kv_lora_rank"] + arch["mla"]["qk_rope_head_dim"]) * dtype_bytes
         return per, per
@@ -844,15 +884,17 @@ def resolve_gpu(gpu_model=None, gpu_memory_gib=None):
 # overheads
 # --------------------------------------------------------------------------------------
 
-def activation_gib(arch, version):
+def activation_gib(arch, version, pp=1):
     profile = ACTIVATION_PROFILES["current" if version >= ACTIVATION_CURRENT_SINCE else "legacy"]
     value = profile["base_gib"] + profile["per_vocab_entry_gib"] * arch["vocab_size"]
     if arch["num_experts"]:
         value += profile["moe_extra_gib"]
-    return value
+    return value * (PP_ACTIVATION_FACTOR if pp > 1 else 1.0)
 
 
-def non_torch_gib(tp, version):
+def non_torch_gib(tp, version, pp=1):
+    if pp > 1 and tp == 1:
+        return PP_NON_TORCH_TP1_GIB
     if tp == 1:
         table = NON_TORCH_PROFILES["current" if version >= NON_TORCH_TP1_CURRENT_SINCE else "legacy"]
     else:
@@ -904,7 +946,7 @@ def _gmu_ceiling(usable):
 def estimate(model_config=None, model_path=None, quantization=None, group_size=128,
              tensor_parallel_size=1, gpu_model=None, gpu_memory_gib=None,
              gpu_memory_utilization=0.9, max_model_len=None, kv_cache_dtype="auto",
-             vllm_version=DEFAULT_VLLM_VERSION):
+             vllm_version=DEFAULT_VLLM_VERSION, pipeline_parallel_size=1):
     """Size one vLLM replica. Raises SizingError naming the bad field; never touches a GPU."""
     if model_config is not None and model_path is not None:
         raise SizingError("model_config", "give model_config or model_path, not both")
@@ -928,6 +970,12 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
                           % (gpu_memory_utilization,))
     tp = tensor_parallel_size
     _validate_tp(arch, tp)
+    pp = pipeline_parallel_size
+    if isinstance(pp, bool) or not isinstance(pp, int) or pp < 1:
+        raise SizingError("pipeline_parallel_size", "pipeline_parallel_size must be a positive integer, got %r" % (pp,))
+    if pp > arch["num_hidden_layers"]:
+        raise SizingError("pipeline_parallel_size", "pipeline_parallel_size %d is more than the model's %d layers"
+                          % (pp, arch["num_hidden_layers"]))
     quant, qwarn = resolve_quantization(quantization, group_size, arch)
     warnings += qwarn
     if quant["method"] == "bitsandbytes" and not quant["runtime"] and tp > 1:
@@ -942,6 +990,10 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
         raise SizingError("tensor_parallel_size",
                           "tensor_parallel_size %d on MIG %s: a MIG instance cannot join tensor "
                           "parallelism (no NCCL peer access between instances); use 1" % (tp, gpu["mig_profile"]))
+    if gpu["mig"] and pp > 1:
+        raise SizingError("pipeline_parallel_size",
+                          "pipeline_parallel_size %d on MIG %s: MIG instances have no NCCL peer access "
+                          "to each other; use 1" % (pp, gpu["mig_profile"]))
 
     max_pos = arch["max_position_embeddings"]
     if max_model_len is None:
@@ -955,7 +1007,7 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
         raise SizingError("max_model_len", "max_model_len %d is beyond the model's max_position_embeddings %d"
                           % (max_model_len, max_pos))
 
-    wb = weight_bytes(arch, quant, tp)
+    wb = weight_bytes(arch, quant, tp, pp)
     weights_source = "architecture (config.json)"
     # With a real checkpoint its exact size replaces our parameter count; the architecture
     # still decides how it splits across GPUs (what is sharded, what is replicated).
@@ -973,14 +1025,15 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
             ckpt_scale = exact_size * halve / wb["checkpoint_total"]
             weights_source = exact_source
     weights = (wb["checkpoint_per_gpu"] * ckpt_scale + wb["buffers_per_gpu"]) / GIB
-    weights_total = (wb["checkpoint_total"] * ckpt_scale + wb["buffers_per_gpu"] * tp) / GIB
-    activation = activation_gib(arch, version)
-    non_torch = non_torch_gib(tp, version)
+    weights_total = (wb["checkpoint_total"] * ckpt_scale + wb["buffers_per_gpu"] * tp * pp) / GIB
+    activation = activation_gib(arch, version, pp)
+    non_torch = non_torch_gib(tp, version, pp)
     usable = gpu["usable_gib"]
-    kv_replica, kv_per_gpu = kv_cache_bytes_per_token(arch, kv_cache_dtype, tp)
-
-    pool = _budget(usable, gpu_memory_utilization, weights, activation, non_torch)
-    tokens = _tokens(pool, kv_per_gpu)
+    kv_replica = kv_cache_bytes_per_token(arch, kv_cache_dtype, tp)[0]
+    # Each stage sizes its own pool for its own layers; vLLM then gives every stage the
+    # smallest block count (the KV cache config is unified across workers).
+    pool, tokens, kv_per_gpu = _pp_kv(arch, wb, ckpt_scale, usable, gpu_memory_utilization,
+                                      activation, non_torch, kv_cache_dtype, tp)
     context_ok = gpu_memory_utilization * usable + CUDA_CONTEXT_GIB <= usable
 
     if weights > gpu_memory_utilization * usable:
@@ -1008,7 +1061,7 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
 
     recommended = _recommend(arch, quant, gpu, tp, kv_cache_dtype, gpu_memory_utilization,
                              max_model_len, weights, activation, non_torch, kv_per_gpu, version,
-                             ckpt_scale)
+                             ckpt_scale, pp)
 
     return {
         "fits": fits,
@@ -1029,6 +1082,8 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
         "gpu_memory_gib": usable,
         "gpu_memory_utilization": gpu_memory_utilization,
         "tensor_parallel_size": tp,
+        "pipeline_parallel_size": pp,
+        "pipeline_stage_layers": [st["layers"][1] - st["layers"][0] for st in wb["stages"]],
         "kv_cache_dtype": kv_cache_dtype,
         "quantization": dict({k: quant[k] for k in ("method", "bits", "group_size", "source", "runtime")},
                              **{k: quant[k] for k in ("backend", "keep_16bit") if quant.get(k)}),
@@ -1044,8 +1099,21 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
     }
 
 
+def _pp_kv(arch, wb, ckpt_scale, usable, gmu, activation, non_torch, kv_dtype, tp):
+    """(pool GiB, tokens, KV bytes per token) of the stage that holds the fewest tokens."""
+    best = None
+    for stage in wb["stages"]:
+        weights = (stage["bytes"] * ckpt_scale + wb["buffers_per_gpu"]) / GIB
+        per_token = kv_cache_bytes_per_token(arch, kv_dtype, tp, stage["layers"][1] - stage["layers"][0])[1]
+        pool = _budget(usable, gmu, weights, activation, non_torch)
+        tokens = _tokens(pool, per_token)
+        if best is None or tokens < best[1] or (tokens == best[1] and pool < best[0]):
+            best = (pool, tokens, per_token)
+    return best
+
+
 def _recommend(arch, quant, gpu, tp, kv_dtype, gmu, max_model_len, weights, activation,
-               non_torch, kv_per_gpu, version, ckpt_scale):
+               non_torch, kv_per_gpu, version, ckpt_scale, pp=1):
     """vLLM flags that fit: keep what fits, otherwise shrink max_model_len or suggest more GPUs."""
     usable = gpu["usable_gib"]
     ceiling = _gmu_ceiling(usable)
@@ -1054,7 +1122,7 @@ def _recommend(arch, quant, gpu, tp, kv_dtype, gmu, max_model_len, weights, acti
     # the smallest utilization that holds one full-length request (+ one block of slack)
     min_gmu = _round_up((weights + activation + non_torch + need_gib + BLOCK_SIZE * kv_per_gpu / float(GIB))
                         / usable)
-    rec = {"tensor_parallel_size": tp, "kv_cache_dtype": kv_dtype}
+    rec = {"tensor_parallel_size": tp, "pipeline_parallel_size": pp, "kv_cache_dtype": kv_dtype}
     if min_gmu <= ceiling:
         rec["gpu_memory_utilization"] = min(max(gmu, min_gmu), ceiling)
         rec["max_model_len"] = max_model_len
@@ -1079,15 +1147,16 @@ def _recommend(arch, quant, gpu, tp, kv_dtype, gmu, max_model_len, weights, acti
                 _validate_tp(arch, cand)
             except SizingError:
                 continue
-            wb = weight_bytes(arch, quant, cand)
-            w = (wb["checkpoint_per_gpu"] * ckpt_scale + wb["buffers_per_gpu"]) / GIB
-            kv = kv_cache_bytes_per_token(arch, kv_dtype, cand)[1]
-            pool = _budget(usable, ceiling, w, activation_gib(arch, version), non_torch_gib(cand, version))
-            if _tokens(pool, kv) >= need_tokens + BLOCK_SIZE:
+            wb = weight_bytes(arch, quant, cand, pp)
+            tokens = _pp_kv(arch, wb, ckpt_scale, usable, ceiling, activation_gib(arch, version, pp),
+                            non_torch_gib(cand, version, pp), kv_dtype, cand)[1]
+            if tokens >= need_tokens + BLOCK_SIZE:
                 rec["min_tensor_parallel_size"] = cand
                 break
-    args = ["--tensor-parallel-size", str(tp),
-            "--gpu-memory-utilization", "%.2f" % rec["gpu_memory_utilization"]]
+    args = ["--tensor-parallel-size", str(tp)]
+    if pp > 1:
+        args += ["--pipeline-parallel-size", str(pp)]
+    args += ["--gpu-memory-utilization", "%.2f" % rec["gpu_memory_utilization"]]
     if rec["max_model_len"] is not None:
         args += ["--max-model-len", str(rec["max_model_len"])]
     if kv_dtype == "fp8":

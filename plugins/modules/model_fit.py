@@ -69,6 +69,14 @@ options:
     description: GPUs per replica. Must divide the attention heads and the vocabulary.
     type: int
     default: 1
+  pipeline_parallel_size:
+    description:
+      - Pipeline stages per replica (vLLM C(--pipeline-parallel-size)); each stage has
+        O(tensor_parallel_size) GPUs, so a replica uses both multiplied.
+      - Layers are split as vLLM splits them; the first stage also holds the embeddings, the last
+        the lm_head. Per-GPU figures are those of the stage that is fullest.
+    type: int
+    default: 1
   gpu_model:
     description:
       - The GPU, as NVML names it (V(NVIDIA H100 80GB HBM3)) or short (V(H100-80GB), V(A100-40GB),
@@ -228,6 +236,17 @@ tensor_parallel_size:
   returned: success
   type: int
   sample: 1
+pipeline_parallel_size:
+  description: The pipeline parallel size the estimate used.
+  returned: success
+  type: int
+  sample: 1
+pipeline_stage_layers:
+  description: Decoder layers on each pipeline stage.
+  returned: success
+  type: list
+  elements: int
+  sample: [32]
 kv_cache_dtype:
   description: The KV cache dtype the estimate used.
   returned: success
@@ -294,6 +313,7 @@ def main():
             quantization=dict(type="str", choices=list(QUANTIZATION_METHODS)),
             group_size=dict(type="int", default=128),
             tensor_parallel_size=dict(type="int", default=1),
+            pipeline_parallel_size=dict(type="int", default=1),
             gpu_model=dict(type="str"),
             gpu_memory_gib=dict(type="float"),
             gpu_memory_utilization=dict(type="float", default=0.9),
@@ -313,6 +333,7 @@ def main():
             quantization=params["quantization"],
             group_size=params["group_size"],
             tensor_parallel_size=params["tensor_parallel_size"],
+            pipeline_parallel_size=params["pipeline_parallel_size"],
             gpu_model=params["gpu_model"],
             gpu_memory_gib=params["gpu_memory_gib"],
             gpu_memory_utilization=params["gpu_memory_utilization"],

@@ -65,7 +65,7 @@ def test_matches_published_vllm_measurements(case):
               tensor_parallel_size=case["tensor_parallel_size"], gpu_model=case["gpu"],
               gpu_memory_utilization=case["gpu_memory_utilization"],
               max_model_len=case["max_model_len"], kv_cache_dtype=case.get("kv_cache_dtype", "auto"),
-              vllm_version=case["vllm_version"])
+              vllm_version=case["vllm_version"], pipeline_parallel_size=case.get("pipeline_parallel_size", 1))
     m = case["measured"]
     assert case["source"] in DATA["sources"] and DATA["sources"][case["source"]].startswith("https://")
     # Weights: worst error seen 0.4% (Qwen2.5-7B TP1, 14.19 vs 14.25 GiB).
@@ -713,3 +713,71 @@ def test_ignore_lists_keep_modules_16_bit():
     with pytest.raises(SizingError) as err:
         _q(_ct(w8a8, ignore="lm_head"))
     assert err.value.field == "model_config.quantization_config.ignore"
+
+
+# ----------------------------------------------------------------------------------------
+# pipeline parallelism
+# ----------------------------------------------------------------------------------------
+
+TINY = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "num_hidden_layers": 6,
+    "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 128, "vocab_size": 256,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "max_position_embeddings": 16,
+}
+
+
+@pytest.mark.parametrize("layers,pp,parts", [
+    (32, 4, [8, 8, 8, 8]), (30, 4, [7, 8, 8, 7]), (6, 4, [1, 2, 2, 1]), (61, 2, [31, 30]), (5, 5, [1] * 5),
+])
+def test_pp_partitions_follow_vllm(layers, pp, parts):
+    # vLLM gives the remainder one layer each to the stages before the last
+    assert sizing.pp_partitions(layers, pp) == parts
+
+
+def test_pp_stage_bytes_exact():
+    arch = sizing.parse_model_config(TINY)
+    none = {"method": "none"}
+    # per layer: q, k, v, o 64 x 64 and gate, up, down 64 x 128, all bf16, + two 64-wide norms
+    layer = (4 * 64 * 64 + 3 * 64 * 128) * 2 + 2 * 64 * 2
+    table = 256 * 64 * 2           # embeddings = lm_head (vocab 256 is a multiple of 64)
+    final_norm = 64 * 2
+    wb = sizing.weight_bytes(arch, none, 1, pp=3)
+    assert [st["layers"] for st in wb["stages"]] == [[0, 2], [2, 4], [4, 6]]
+    assert [st["bytes"] for st in wb["stages"]] == [2 * layer + table, 2 * layer, 2 * layer + table + final_norm]
+    assert wb["checkpoint_per_gpu"] == 2 * layer + table + final_norm
+    assert wb["checkpoint_total"] == 6 * layer + 2 * table + final_norm
+    # tied embeddings: the last stage still keeps its own lm_head copy
+    tied = sizing.parse_model_config(dict(TINY, tie_word_embeddings=True))
+    stages = sizing.weight_bytes(tied, none, 1, pp=3)["stages"]
+    assert stages[2]["bytes"] == 2 * layer + table + final_norm
+    assert sizing.weight_bytes(tied, none, 1)["checkpoint_total"] == 6 * layer + table + final_norm
+
+
+def test_pp_kv_tokens_use_the_stage_layers():
+    # Llama-3.1-8B PP2: each stage keeps 16 layers' KV (65536 B per token); both stages hold
+    # 7.51 GiB of weights, so the pool is 0.95 x 79.19 - 7.51 - activation - non-torch
+    est = fit("llama-3.1-8b", pipeline_parallel_size=2, gpu_memory_utilization=0.95, max_model_len=8192)
+    assert est["kv_cache_bytes_per_token_per_gpu"] == 2 * 16 * 8 * 128 * 2
+    assert est["kv_cache_bytes_per_token"] == 131072
+    pool = 0.95 * 79.19 - est["weights_gib_per_gpu"] - est["activation_gib_per_gpu"] - est["non_torch_gib_per_gpu"]
+    assert est["kv_cache_gib_per_gpu"] == pytest.approx(pool, abs=0.01)
+    assert est["kv_cache_tokens"] == pytest.approx(pool * GIB / 65536, rel=0.001)
+    assert est["pipeline_stage_layers"] == [16, 16]
+    assert est["recommended"]["args"][:4] == ["--tensor-parallel-size", "1", "--pipeline-parallel-size", "2"]
+    # the whole replica is still the whole model
+    whole = fit("llama-3.1-8b", max_model_len=8192)["weights_gib_total"]
+    assert est["weights_gib_total"] == pytest.approx(whole, abs=0.04)
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(pipeline_parallel_size=0), ["positive integer"]),
+    (dict(pipeline_parallel_size="2"), ["positive integer"]),
+    (dict(pipeline_parallel_size=33), ["33", "32 layers"]),
+    (dict(pipeline_parallel_size=2, gpu_model="H100-80GB 3g.40gb"), ["MIG"]),
+])
+def test_bad_pipeline_parallel_size_is_named(kwargs, words):
+    with pytest.raises(SizingError) as err:
+        fit("llama-3.1-8b", max_model_len=8192, **kwargs)
+    assert err.value.field == "pipeline_parallel_size"
+    for word in words:
+        assert word in str(err.value)
