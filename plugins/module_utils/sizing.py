@@ -300,14 +300,10 @@ def parse_model_config(config, field="model_config"):
 
     vision_params = 0
     vision = config.get("vision_config")
-    if isinstance(vision, dict) and vision.get("hidden_size") and vision.get("num_hidden_layers"):
-        v_hidden = int(vision["hidden_size"])
-        v_inter = int(vision.get("intermediate_size") or 4 * v_hidden)
-        v_layers = int(vision["num_hidden_layers"])
-        # attention (4 h^2) + MLP (2 h * inter) per layer, plus a projector into the LM.
-        vision_params = v_layers * (4 * v_hidden * v_hidden + 2 * v_hidden * v_inter) + v_hidden * hidden
-        warnings.append("vision encoder sized roughly from vision_config (%.2fB parameters, 16-bit)"
-                        % (vision_params / 1e9))
+    if isinstance(vision, dict) and vision.get("hidden_size") and (vision.get("num_hidden_layers") or vision.get("depth")):
+        vision_params = _vision_params(vision, hidden, field + ".vision_config")
+        warnings.append("vision encoder counted from vision_config (%.3fB parameters, 16-bit, sharded over TP "
+                        "like vLLM's default mm_encoder_tp_mode; not checked against a log)" % (vision_params / 1e9))
 
     rope_factor = float(cfg.get("partial_rotary_factor") or 1.0)
     return {
@@ -339,6 +335,43 @@ def parse_model_config(config, field="model_config"):
         "quantization_config": cfg.get("quantization_config") or config.get("quantization_config"),
         "warnings": warnings,
     }
+
+
+def _vision_params(vision, text_hidden, field):
+    """Parameters of a vision tower from vision_config (kept 16-bit).
+
+    Per block: q/k/v/o (4 h^2 + biases), the MLP (two matrices, three when gated: Qwen2.5-VL's
+    SiLU blocks) and two norms. Plus the patch embedding (channels x temporal patch x patch^2 x h),
+    learned position embeddings when image_size is given (SigLIP: (image/patch)^2 x h), and the
+    projector into the language model: Qwen's patch merger (spatial_merge_size^2 x h squared, then
+    to out_hidden_size) or a single h x text hidden matrix.
+    """
+    if vision.get("embed_dim"):
+        # Qwen2-VL names the tower width embed_dim and keeps the LM width in hidden_size
+        vision = dict(vision, out_hidden_size=vision.get("hidden_size"), hidden_size=vision["embed_dim"],
+                      intermediate_size=int(vision["embed_dim"] * float(vision.get("mlp_ratio") or 4)))
+    h = _int_field(vision, "hidden_size", field)
+    layers = _int_field(vision, "num_hidden_layers", field, required=False) or _int_field(vision, "depth", field)
+    inter = _int_field(vision, "intermediate_size", field, required=False) or 4 * h
+    patch = _int_field(vision, "patch_size", field, required=False) or 14
+    channels = _int_field(vision, "in_chans", field, required=False) or _int_field(
+        vision, "num_channels", field, required=False) or 3
+    temporal = _int_field(vision, "temporal_patch_size", field, required=False) or 1
+    gated = str(vision.get("hidden_act") or "").lower() == "silu" and vision.get("out_hidden_size") is not None
+    mats = 3 if gated else 2
+    block = 4 * h * h + 4 * h + mats * h * inter + inter + h + 4 * h
+    params = layers * block + channels * temporal * patch * patch * h
+    image = _int_field(vision, "image_size", field, required=False)
+    if image:
+        params += (image // patch) ** 2 * h
+    merge = _int_field(vision, "spatial_merge_size", field, required=False)
+    out_hidden = _int_field(vision, "out_hidden_size", field, required=False)
+    if merge and out_hidden:
+        wide = h * merge * merge
+        params += h + wide * wide + wide + wide * out_hidden + out_hidden
+    else:
+        params += h * text_hidden
+    return params
 
 
 def read_model_path(path):

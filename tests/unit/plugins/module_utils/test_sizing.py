@@ -781,3 +781,49 @@ def test_bad_pipeline_parallel_size_is_named(kwargs, words):
     assert err.value.field == "pipeline_parallel_size"
     for word in words:
         assert word in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------
+# vision towers
+# ----------------------------------------------------------------------------------------
+
+# Qwen2.5-VL-7B-Instruct config.json as remembered (UNCONFIRMED: not re-read here); the model
+# card gives 8.29B parameters.
+QWEN25_VL_7B = {
+    "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl", "hidden_size": 3584,
+    "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "intermediate_size": 18944,
+    "vocab_size": 152064, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "max_position_embeddings": 128000,
+    "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "in_chans": 3,
+                      "out_hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                      "hidden_act": "silu"},
+}
+
+
+def test_vision_tower_exact_params():
+    # 2 blocks of width 8, inter 16, SiLU-gated: 4*64 + 4*8 (qkv/o) + 3*8*16 + 16 + 8 (MLP) + 4*8 (norms)
+    vision = {"depth": 2, "hidden_size": 8, "intermediate_size": 16, "patch_size": 2, "in_chans": 3,
+              "temporal_patch_size": 2, "spatial_merge_size": 2, "out_hidden_size": 4, "hidden_act": "silu"}
+    block = 4 * 64 + 4 * 8 + 3 * 8 * 16 + 16 + 8 + 4 * 8
+    patch = 3 * 2 * 2 * 2 * 8
+    merger = 8 + 32 * 32 + 32 + 32 * 4 + 4
+    assert sizing._vision_params(vision, 4, "v") == 2 * block + patch + merger
+    # SigLIP-style: two matrices, learned positions (image 8 / patch 2)^2, one projector into the LM
+    siglip = {"num_hidden_layers": 1, "hidden_size": 8, "intermediate_size": 16, "patch_size": 2, "image_size": 8}
+    block = 4 * 64 + 4 * 8 + 2 * 8 * 16 + 16 + 8 + 4 * 8
+    assert sizing._vision_params(siglip, 4, "v") == block + 3 * 2 * 2 * 8 + 16 * 8 + 8 * 4
+
+
+def test_qwen25_vl_counts_its_vision_tower():
+    est = fit(QWEN25_VL_7B, max_model_len=8192)
+    assert est["model"]["parameters_billion"] == pytest.approx(8.29, rel=0.01)
+    assert any("vision encoder" in w for w in est["warnings"])
+    text_only = fit({k: v for k, v in QWEN25_VL_7B.items() if k != "vision_config"}, max_model_len=8192)
+    # the tower is about 0.67B parameters = 1.25 GiB in bf16
+    assert est["weights_gib_per_gpu"] - text_only["weights_gib_per_gpu"] == pytest.approx(0.676e9 * 2 / GIB, rel=0.02)
+
+
+def test_vision_config_bad_field_is_named():
+    cfg = dict(QWEN25_VL_7B, vision_config=dict(QWEN25_VL_7B["vision_config"], patch_size="x"))
+    with pytest.raises(SizingError) as err:
+        fit(cfg, max_model_len=8192)
+    assert err.value.field == "model_config.vision_config.patch_size"
