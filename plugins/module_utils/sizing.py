@@ -291,12 +291,18 @@ def parse_model_config(config, field="model_config"):
             "v_head_dim": int(cfg.get("v_head_dim") or 128),
         }
 
-    if cfg.get("sliding_window") and cfg.get("use_sliding_window", True) and model_type in (
-            "gemma2", "gemma3", "gemma3_text", "mistral", "gpt_oss", "cohere2"):
-        if model_type != "mistral":
-            warnings.append("%s mixes sliding-window and full attention layers; vLLM then stores "
-                            "fewer tokens for windowed layers, so kv_cache_tokens is a lower bound"
-                            % model_type)
+    layer_types = _layer_types(cfg, model_type, layers, prefix)
+    kv_slots = _kv_layer_slots(layer_types)
+    if kv_slots != layers:
+        warnings.append("%s mixes sliding-window and full attention layers: vLLM's hybrid KV cache manager "
+                        "groups them with padding into %d layer slots (for %d layers), and the logged token "
+                        "count follows those slots; vLLM admits a max_model_len beyond that pool because "
+                        "windowed layers keep only their window, which this estimate does not credit"
+                        % (model_type, kv_slots, layers))
+    if "other" in layer_types:
+        warnings.append("%s has layers that are neither full nor sliding-window attention (e.g. linear "
+                        "attention); they are sized as full attention, which over-states the KV cache "
+                        "per token (UNCONFIRMED)" % model_type)
 
     vision_params = 0
     vision = config.get("vision_config")
@@ -331,6 +337,8 @@ def parse_model_config(config, field="model_config"):
         "qk_norm": model_type.startswith("qwen3"),
         "expert_bias": model_type == "gpt_oss",
         "rotary_dim": int(head_dim * rope_factor),
+        "layer_types": layer_types,
+        "kv_layer_slots": kv_slots,
         "vision_params": vision_params,
         "quantization_config": cfg.get("quantization_config") or config.get("quantization_config"),
         "warnings": warnings,
@@ -372,6 +380,51 @@ def _vision_params(vision, text_hidden, field):
     else:
         params += h * text_hidden
     return params
+
+
+def _layer_types(cfg, model_type, layers, prefix):
+    """'full', 'sliding' or 'other' per decoder layer, from config.json.
+
+    ``layer_types`` wins (gpt-oss, newer Gemma and Qwen3-Next configs); otherwise Gemma 3 is
+    full every ``sliding_window_pattern``-th layer (default 6), Gemma 2 / Cohere2 alternate
+    starting with sliding, and a plain ``sliding_window`` (Mistral) makes every layer windowed.
+    """
+    given = cfg.get("layer_types")
+    if given is not None:
+        if not isinstance(given, list) or len(given) != layers:
+            raise SizingError(prefix + ".layer_types", "layer_types must list one type per layer (%d), got %r"
+                              % (layers, given if not isinstance(given, list) else "%d entries" % len(given)))
+        names = {"full_attention": "full", "sliding_attention": "sliding"}
+        return [names.get(str(t), "other") for t in given]
+    window = cfg.get("sliding_window")
+    if not window or cfg.get("use_sliding_window", True) is False:
+        return ["full"] * layers
+    if model_type in ("gemma3", "gemma3_text"):
+        pattern = int(cfg.get("sliding_window_pattern") or 6)
+        return ["full" if (i + 1) % pattern == 0 else "sliding" for i in range(layers)]
+    if model_type in ("gemma2", "cohere2"):
+        return ["sliding" if i % 2 == 0 else "full" for i in range(layers)]
+    return ["sliding"] * layers
+
+
+def _kv_layer_slots(layer_types):
+    """Layer slots vLLM's hybrid KV cache manager pays for per token.
+
+    vllm/v1/core/kv_cache_utils.py (commit 001cabc): layers of one attention type form one
+    group; with several types each type is split into groups of the smallest type's layer count
+    (the largest when it is under 1.5x the smallest), the last group padded. num_blocks is the
+    pool over (page size x group size) and the logged "GPU KV cache size" is num_blocks // groups
+    x block_size, i.e. the pool over group size x number of groups layers.
+    """
+    counts = {}
+    for kind in layer_types:
+        counts[kind] = counts.get(kind, 0) + 1
+    if len(counts) < 2:
+        return len(layer_types)
+    group = min(counts.values())
+    if max(counts.values()) < group * 1.5:
+        group = max(counts.values())
+    return group * sum(int(math.ceil(c / float(group))) for c in counts.values())
 
 
 def read_model_path(path):
@@ -830,7 +883,10 @@ def kv_cache_bytes_per_token(arch, kv_cache_dtype, tp, layers=None):
     latent of kv_lora_rank + rope dims per layer, replicated on every GPU.
     """
     dtype_bytes = 1 if kv_cache_dtype == "fp8" else 2
-    layers = arch["num_hidden_layers"] if layers is None else layers
+    total = arch["num_hidden_layers"]
+    layers = total if layers is None else layers
+    # hybrid models pay for padded layer slots (a pipeline stage is scaled pro rata, UNCONFIRMED)
+    layers = int(math.ceil(layers * arch.get("kv_layer_slots", total) / float(total)))
     if arch["mla"]:
         per = layers * (arch["mla"]["kv_lora_rank"] + arch["mla"]["qk_rope_head_dim"]) * dtype_bytes
         return per, per

@@ -469,7 +469,8 @@ def test_nested_text_config_is_used():
         "vision_config": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27},
     }
     est = estimate(model_config=cfg, gpu_model="L4", max_model_len=8192)
-    assert est["kv_cache_bytes_per_token"] == 2 * 34 * 4 * 256 * 2
+    # 34 layers, every 6th full: 5 full + 29 sliding -> groups of 5 -> 1 + 6 groups = 35 slots
+    assert est["kv_cache_bytes_per_token"] == 2 * 35 * 4 * 256 * 2
     # Gemma-3-4B has about 4.3B parameters with its SigLIP encoder
     assert est["model"]["parameters_billion"] == pytest.approx(4.3, rel=0.05)
     assert any("vision encoder" in w for w in est["warnings"])
@@ -827,3 +828,50 @@ def test_vision_config_bad_field_is_named():
     with pytest.raises(SizingError) as err:
         fit(cfg, max_model_len=8192)
     assert err.value.field == "model_config.vision_config.patch_size"
+
+
+# ----------------------------------------------------------------------------------------
+# hybrid (sliding-window + full) KV caches
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("types,slots", [
+    (["full"] * 32, 32),
+    (["sliding"] * 32, 32),                      # Mistral: one type, one group
+    (["sliding", "full"] * 18, 36),              # gpt-oss-120b: 18 + 18
+    (["sliding"] * 5 + ["full"] + ["sliding"] * 5 + ["full"] + ["sliding"] * 5 + ["full"] + ["sliding"] * 5
+     + ["full"] + ["sliding"] * 5 + ["full"] + ["sliding"] * 4, 35),   # 5 full + 29 sliding
+    (["sliding"] * 52 + ["full"] * 10, 70),      # Gemma-3-27B: 52 sliding -> 6 groups of 10, + 1
+    (["sliding"] * 12 + ["full"] * 13, 26),      # under 1.5x: group 13, 12 sliding padded to 13
+])
+def test_kv_layer_slots_follow_vllm_grouping(types, slots):
+    assert sizing._kv_layer_slots(types) == slots
+
+
+def test_layer_types_from_config():
+    gemma3 = {"sliding_window": 1024, "sliding_window_pattern": 6}
+    assert sizing._layer_types(gemma3, "gemma3_text", 12, "m").count("full") == 2
+    assert sizing._layer_types({"sliding_window": 4096}, "gemma2", 4, "m") == ["sliding", "full", "sliding", "full"]
+    assert sizing._layer_types({"sliding_window": 4096}, "mistral", 3, "m") == ["sliding"] * 3
+    assert sizing._layer_types({"sliding_window": 4096, "use_sliding_window": False}, "qwen2", 2, "m") == ["full"] * 2
+    oss = MODELS["gpt-oss-120b"]
+    assert sizing.parse_model_config(dict(oss, layer_types=["sliding_attention", "full_attention"] * 18))[
+        "kv_layer_slots"] == 36
+    with pytest.raises(SizingError) as err:
+        sizing.parse_model_config(dict(oss, layer_types=["full_attention"] * 3))
+    assert err.value.field == "model_config.layer_types"
+    nxt = sizing.parse_model_config(dict(MODELS["llama-3.1-8b"], layer_types=["linear_attention", "full_attention"] * 16))
+    assert any("linear attention" in w for w in nxt["warnings"])
+
+
+def test_gemma3_27b_tokens_follow_the_padded_slots():
+    # Gemma-3-27B text: 62 layers (52 sliding, 10 full), 16 kv heads of 128 -> 70 slots per token
+    cfg = {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_size": 5376,
+           "num_hidden_layers": 62, "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
+           "intermediate_size": 21504, "vocab_size": 262208, "tie_word_embeddings": True,
+           "torch_dtype": "bfloat16", "max_position_embeddings": 131072, "sliding_window": 1024,
+           "sliding_window_pattern": 6}
+    est = estimate(model_config=cfg, gpu_model="H100-80GB", max_model_len=8192, gpu_memory_utilization=0.95)
+    per_token = 2 * 70 * 16 * 128 * 2
+    assert est["kv_cache_bytes_per_token"] == per_token
+    assert est["kv_cache_tokens"] == pytest.approx(est["kv_cache_gib_per_gpu"] * GIB / per_token, rel=0.001)
+    assert any("70 layer slots (for 62 layers)" in w for w in est["warnings"])
