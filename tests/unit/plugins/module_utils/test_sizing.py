@@ -875,3 +875,29 @@ def test_gemma3_27b_tokens_follow_the_padded_slots():
     assert est["kv_cache_bytes_per_token"] == per_token
     assert est["kv_cache_tokens"] == pytest.approx(est["kv_cache_gib_per_gpu"] * GIB / per_token, rel=0.001)
     assert any("70 layer slots (for 62 layers)" in w for w in est["warnings"])
+
+
+@pytest.mark.parametrize("extra,moe_ids", [
+    ({"first_k_dense_replace": 1}, list(range(1, 8))),                    # DeepSeek dense first layer
+    ({"first_k_dense_replace": 1, "moe_layer_freq": 2}, [2, 4, 6]),      # DeepSeek every 2nd layer
+    ({"decoder_sparse_step": 2}, [1, 3, 5, 7]),                          # Qwen-MoE (i + 1) % step
+    ({"mlp_only_layers": [0, 7]}, list(range(1, 7))),                   # Qwen-MoE dense exceptions
+])
+def test_moe_layer_selection(extra, moe_ids):
+    cfg = dict(TINY, num_hidden_layers=8, num_experts=4, moe_intermediate_size=32, **extra)
+    arch = sizing.parse_model_config(cfg)
+    assert arch["moe_layer_ids"] == moe_ids
+    none = {"method": "none"}
+    h = 64
+    dense = 3 * h * 128 * 2
+    moe = 4 * 3 * h * 32 * 2 + h * 4 * 2  # 4 experts + the 16-bit router
+    base = sizing.weight_bytes(sizing.parse_model_config(dict(TINY, num_hidden_layers=8)), none, 1)["checkpoint_total"]
+    got = sizing.weight_bytes(arch, none, 1)["checkpoint_total"]
+    assert got - base == len(moe_ids) * (moe - dense)
+
+
+def test_mla_kv_matches_vllm_admission_log():
+    # vllm#15871 (v0.8.3, DeepSeek-V2-Lite-Chat): "To serve at least one request with the models's
+    # max seq len (32768), (0.95 GiB KV cache is needed": 27 layers x (512 + 64) x 2 B x 32768
+    est = fit(DEEPSEEK_V2_LITE, max_model_len=32768)
+    assert est["kv_cache_bytes_per_token"] * 32768 / GIB == pytest.approx(0.95, abs=0.005)
