@@ -39,6 +39,7 @@ def run_case(sizing, data, case):
         max_model_len=case["max_model_len"],
         kv_cache_dtype=case.get("kv_cache_dtype", "auto"),
         vllm_version=case["vllm_version"],
+        pipeline_parallel_size=case.get("pipeline_parallel_size", 1),
     )
 
 
@@ -60,12 +61,17 @@ def rows(data, sizing=None):
         }
 
 
+def _parallel(case):
+    pp = case.get("pipeline_parallel_size", 1)
+    return "%d" % case["tensor_parallel_size"] + (" (PP%d)" % pp if pp > 1 else "")
+
+
 def _fmt(value, pattern="%.2f"):
     return "-" if value is None else pattern % value
 
 
 def markdown(data):
-    out = ["| id | model | GPU | TP | quant | vLLM | weights meas / est (GiB) | err | "
+    out = ["| id | model | GPU | TP (PP) | quant | vLLM | weights meas / est (GiB) | err | "
            "KV meas / est (GiB) | err | KV tokens meas / est | err | fits |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     worst = {"weights": 0.0, "kv": 0.0, "tokens": 0.0}
@@ -77,8 +83,8 @@ def markdown(data):
         kv_meas = _fmt(m.get("kv_cache_gib"))
         if case.get("kv_cache_gib_derived"):
             kv_meas += "*"
-        out.append("| %s | %s | %s | %d | %s | %s | %s / %.2f | %s | %s / %.2f | %s | %s / %d | %s | %s |" % (
-            case["id"], case["model"], case["gpu"], case["tensor_parallel_size"],
+        out.append("| %s | %s | %s | %s | %s | %s | %s / %.2f | %s | %s / %.2f | %s | %s / %d | %s | %s |" % (
+            case["id"], case["model"], case["gpu"], _parallel(case),
             est["quantization"]["method"] + ("" if case.get("kv_cache_dtype", "auto") == "auto" else " +fp8kv"),
             case["vllm_version"],
             _fmt(m.get("weights_gib")), est["weights_gib_per_gpu"], _fmt(err["weights"], "%+.1f%%"),

@@ -66,6 +66,13 @@ NON_TORCH_PROFILES = {
 NON_TORCH_TP1_CURRENT_SINCE = (0, 18)
 NON_TORCH_TPN_CURRENT_SINCE = (0, 17)
 
+# Pipeline parallelism, from llm-d-planner's v0.19 Llama-3.1-8B TP1 sweep: activation 1.89 (PP1)
+# -> 1.10 (PP2) -> 1.05 GiB (PP4), non-torch 0.25 -> 0.07 GiB. One model only, so the activation
+# factor (1.10 / 1.91 fitted) and the PP>1 non-torch figure are UNCONFIRMED for other models,
+# for TP>1 with PP (the TP table is used) and for older vLLM.
+PP_ACTIVATION_FACTOR = 0.57
+PP_NON_TORCH_TP1_GIB = 0.07
+
 DEFAULT_VLLM_VERSION = "0.19.0"
 
 # Memory of a whole GPU as torch/vLLM see it (cudaMemGetInfo total), GiB.
@@ -125,11 +132,19 @@ _MIG_CONFIRMED_PARENTS = ("A100-40GB", "A30", "H100-80GB", "H100-94GB")
 
 _MIG_RE = re.compile(r"(?:(\d+)c\.)?(\d+g\.\d+gb(?:\+me\.all|\+me|\.me|\+gfx|-me)?)")
 
-QUANTIZATION_METHODS = ("none", "fp8", "int8", "awq", "gptq", "bitnet")
+QUANTIZATION_METHODS = ("none", "fp8", "int8", "awq", "gptq", "bitnet", "bitsandbytes", "mxfp4", "nvfp4",
+                        "w4a16")
+# Formats only a pre-quantized checkpoint has (vLLM does not produce them at load time).
+CHECKPOINT_ONLY_METHODS = ("mxfp4", "nvfp4", "w4a16")
+# Formats vLLM makes at load time from a 16-bit checkpoint (they need --quantization).
+RUNTIME_METHODS = ("fp8", "bitsandbytes")
+CHECKPOINT_METHODS = ("awq", "gptq", "fp8", "fbgemm_fp8", "bitnet", "mxfp4", "modelopt", "bitsandbytes",
+                      "compressed-tensors")
 KV_CACHE_DTYPES = ("auto", "fp8")
 
 # Bits per weight of a quantized linear layer (before group scales and zeros).
-_QUANT_BITS = {"none": 16, "fp8": 8, "int8": 8, "awq": 4, "gptq": 4, "bitnet": 1.58}
+_QUANT_BITS = {"none": 16, "fp8": 8, "int8": 8, "awq": 4, "gptq": 4, "bitnet": 1.58, "bitsandbytes": 4,
+               "mxfp4": 4, "nvfp4": 4, "w4a16": 4}
 
 # Architectures whose MLP is two matrices (up, down) instead of gated three.
 _NON_GATED_MLP = ("gpt2", "gpt_neox", "gpt_bigcode", "opt", "phi", "falcon", "starcoder2", "bloom")
@@ -248,13 +263,17 @@ def parse_model_config(config, field="model_config"):
     max_pos = _int_field(cfg, "max_position_embeddings", prefix, required=False)
 
     # Dense layers inside an MoE stack (DeepSeek first_k_dense_replace, Qwen mlp_only_layers).
-    moe_layers = 0
+    # DeepSeek: layer i is MoE when i >= first_k_dense_replace and i % moe_layer_freq == 0;
+    # Qwen-MoE: when (i + 1) % decoder_sparse_step == 0 and i is not in mlp_only_layers.
+    moe_layer_ids = []
     if experts:
         dense_first = int(cfg.get("first_k_dense_replace") or 0)
         step = int(cfg.get("decoder_sparse_step") or 1)
+        freq = int(cfg.get("moe_layer_freq") or 1)
         mlp_only = set(cfg.get("mlp_only_layers") or [])
-        moe_layers = sum(1 for i in range(layers)
-                         if i >= dense_first and i not in mlp_only and (i + 1) % step == 0)
+        moe_layer_ids = [i for i in range(layers) if i >= dense_first and i % freq == 0
+                         and i not in mlp_only and (i + 1) % step == 0]
+    moe_layers = len(moe_layer_ids)
     shared_inter = 0
     if experts:
         if cfg.get("shared_expert_intermediate_size"):
@@ -272,23 +291,25 @@ def parse_model_config(config, field="model_config"):
             "v_head_dim": int(cfg.get("v_head_dim") or 128),
         }
 
-    if cfg.get("sliding_window") and cfg.get("use_sliding_window", True) and model_type in (
-            "gemma2", "gemma3", "gemma3_text", "mistral", "gpt_oss", "cohere2"):
-        if model_type != "mistral":
-            warnings.append("%s mixes sliding-window and full attention layers; vLLM then stores "
-                            "fewer tokens for windowed layers, so kv_cache_tokens is a lower bound"
-                            % model_type)
+    layer_types = _layer_types(cfg, model_type, layers, prefix)
+    kv_slots = _kv_layer_slots(layer_types)
+    if kv_slots != layers:
+        warnings.append("%s mixes sliding-window and full attention layers: vLLM's hybrid KV cache manager "
+                        "groups them with padding into %d layer slots (for %d layers), and the logged token "
+                        "count follows those slots; vLLM admits a max_model_len beyond that pool because "
+                        "windowed layers keep only their window, which this estimate does not credit"
+                        % (model_type, kv_slots, layers))
+    if "other" in layer_types:
+        warnings.append("%s has layers that are neither full nor sliding-window attention (e.g. linear "
+                        "attention); they are sized as full attention, which over-states the KV cache "
+                        "per token (UNCONFIRMED)" % model_type)
 
     vision_params = 0
     vision = config.get("vision_config")
-    if isinstance(vision, dict) and vision.get("hidden_size") and vision.get("num_hidden_layers"):
-        v_hidden = int(vision["hidden_size"])
-        v_inter = int(vision.get("intermediate_size") or 4 * v_hidden)
-        v_layers = int(vision["num_hidden_layers"])
-        # attention (4 h^2) + MLP (2 h * inter) per layer, plus a projector into the LM.
-        vision_params = v_layers * (4 * v_hidden * v_hidden + 2 * v_hidden * v_inter) + v_hidden * hidden
-        warnings.append("vision encoder sized roughly from vision_config (%.2fB parameters, 16-bit)"
-                        % (vision_params / 1e9))
+    if isinstance(vision, dict) and vision.get("hidden_size") and (vision.get("num_hidden_layers") or vision.get("depth")):
+        vision_params = _vision_params(vision, hidden, field + ".vision_config")
+        warnings.append("vision encoder counted from vision_config (%.3fB parameters, 16-bit, sharded over TP "
+                        "like vLLM's default mm_encoder_tp_mode; not checked against a log)" % (vision_params / 1e9))
 
     rope_factor = float(cfg.get("partial_rotary_factor") or 1.0)
     return {
@@ -308,16 +329,102 @@ def parse_model_config(config, field="model_config"):
         "num_experts_per_tok": int(cfg.get("num_experts_per_tok") or 0) or None,
         "moe_intermediate_size": moe_intermediate,
         "moe_layers": moe_layers,
+        "moe_layer_ids": moe_layer_ids,
         "shared_expert_intermediate_size": shared_inter,
         "mla": mla,
         "gated_mlp": model_type not in _NON_GATED_MLP,
         "qkv_bias": model_type in _QKV_BIAS or bool(cfg.get("attention_bias")),
         "qk_norm": model_type.startswith("qwen3"),
+        "expert_bias": model_type == "gpt_oss",
         "rotary_dim": int(head_dim * rope_factor),
+        "layer_types": layer_types,
+        "kv_layer_slots": kv_slots,
         "vision_params": vision_params,
         "quantization_config": cfg.get("quantization_config") or config.get("quantization_config"),
         "warnings": warnings,
     }
+
+
+def _vision_params(vision, text_hidden, field):
+    """Parameters of a vision tower from vision_config (kept 16-bit).
+
+    Per block: q/k/v/o (4 h^2 + biases), the MLP (two matrices, three when gated: Qwen2.5-VL's
+    SiLU blocks) and two norms. Plus the patch embedding (channels x temporal patch x patch^2 x h),
+    learned position embeddings when image_size is given (SigLIP: (image/patch)^2 x h), and the
+    projector into the language model: Qwen's patch merger (spatial_merge_size^2 x h squared, then
+    to out_hidden_size) or a single h x text hidden matrix.
+    """
+    if vision.get("embed_dim"):
+        # Qwen2-VL names the tower width embed_dim and keeps the LM width in hidden_size
+        vision = dict(vision, out_hidden_size=vision.get("hidden_size"), hidden_size=vision["embed_dim"],
+                      intermediate_size=int(vision["embed_dim"] * float(vision.get("mlp_ratio") or 4)))
+    h = _int_field(vision, "hidden_size", field)
+    layers = _int_field(vision, "num_hidden_layers", field, required=False) or _int_field(vision, "depth", field)
+    inter = _int_field(vision, "intermediate_size", field, required=False) or 4 * h
+    patch = _int_field(vision, "patch_size", field, required=False) or 14
+    channels = _int_field(vision, "in_chans", field, required=False) or _int_field(
+        vision, "num_channels", field, required=False) or 3
+    temporal = _int_field(vision, "temporal_patch_size", field, required=False) or 1
+    gated = str(vision.get("hidden_act") or "").lower() == "silu" and vision.get("out_hidden_size") is not None
+    mats = 3 if gated else 2
+    block = 4 * h * h + 4 * h + mats * h * inter + inter + h + 4 * h
+    params = layers * block + channels * temporal * patch * patch * h
+    image = _int_field(vision, "image_size", field, required=False)
+    if image:
+        params += (image // patch) ** 2 * h
+    merge = _int_field(vision, "spatial_merge_size", field, required=False)
+    out_hidden = _int_field(vision, "out_hidden_size", field, required=False)
+    if merge and out_hidden:
+        wide = h * merge * merge
+        params += h + wide * wide + wide + wide * out_hidden + out_hidden
+    else:
+        params += h * text_hidden
+    return params
+
+
+def _layer_types(cfg, model_type, layers, prefix):
+    """'full', 'sliding' or 'other' per decoder layer, from config.json.
+
+    ``layer_types`` wins (gpt-oss, newer Gemma and Qwen3-Next configs); otherwise Gemma 3 is
+    full every ``sliding_window_pattern``-th layer (default 6), Gemma 2 / Cohere2 alternate
+    starting with sliding, and a plain ``sliding_window`` (Mistral) makes every layer windowed.
+    """
+    given = cfg.get("layer_types")
+    if given is not None:
+        if not isinstance(given, list) or len(given) != layers:
+            raise SizingError(prefix + ".layer_types", "layer_types must list one type per layer (%d), got %r"
+                              % (layers, given if not isinstance(given, list) else "%d entries" % len(given)))
+        names = {"full_attention": "full", "sliding_attention": "sliding"}
+        return [names.get(str(t), "other") for t in given]
+    window = cfg.get("sliding_window")
+    if not window or cfg.get("use_sliding_window", True) is False:
+        return ["full"] * layers
+    if model_type in ("gemma3", "gemma3_text"):
+        pattern = int(cfg.get("sliding_window_pattern") or 6)
+        return ["full" if (i + 1) % pattern == 0 else "sliding" for i in range(layers)]
+    if model_type in ("gemma2", "cohere2"):
+        return ["sliding" if i % 2 == 0 else "full" for i in range(layers)]
+    return ["sliding"] * layers
+
+
+def _kv_layer_slots(layer_types):
+    """Layer slots vLLM's hybrid KV cache manager pays for per token.
+
+    vllm/v1/core/kv_cache_utils.py (commit 001cabc): layers of one attention type form one
+    group; with several types each type is split into groups of the smallest type's layer count
+    (the largest when it is under 1.5x the smallest), the last group padded. num_blocks is the
+    pool over (page size x group size) and the logged "GPU KV cache size" is num_blocks // groups
+    x block_size, i.e. the pool over group size x number of groups layers.
+    """
+    counts = {}
+    for kind in layer_types:
+        counts[kind] = counts.get(kind, 0) + 1
+    if len(counts) < 2:
+        return len(layer_types)
+    group = min(counts.values())
+    if max(counts.values()) < group * 1.5:
+        group = max(counts.values())
+    return group * sum(int(math.ceil(c / float(group))) for c in counts.values())
 
 
 def read_model_path(path):
@@ -354,47 +461,165 @@ def read_model_path(path):
 # quantization
 # --------------------------------------------------------------------------------------
 
+_QCFG = "model_config.quantization_config"
+
+
+def _ignored_categories(patterns, field):
+    """Which of our weight groups a modules_to_not_convert / ignore list keeps 16-bit.
+
+    Embeddings, lm_head, routers (mlp.gate / mlp.router) and vision towers are 16-bit in our
+    estimate anyway; attention, shared experts and experts can be kept out of quantization
+    (e.g. gpt-oss ``model.layers.*.self_attn``). Per-layer entries are not modelled: they warn.
+    """
+    kept = set()
+    unmodelled = []
+    if patterns is None:
+        return kept, unmodelled
+    if not isinstance(patterns, (list, tuple)):
+        raise SizingError(field, "%s must be a list of module names, got %r" % (field, patterns))
+    for entry in patterns:
+        text = str(entry).lower()
+        if text.startswith("re:"):
+            text = text[3:]
+        if "shared_expert" in text:
+            kept.add("shared_experts")
+        elif "experts" in text:
+            kept.add("experts")
+        elif "attn" in text and not re.search(r"layers\.\d+\.", text):
+            kept.add("attn")
+        elif re.search(r"lm_head|embed|mlp\.gate\b|gate\$|router|visual|vision|multi_modal|projector", text):
+            continue  # already 16-bit in the estimate
+        else:
+            unmodelled.append(str(entry))
+    return kept, unmodelled
+
+
+def _ct_weights(qcfg):
+    """The weights scheme of a compressed-tensors config (first config group), with its field path."""
+    groups = qcfg.get("config_groups")
+    if not isinstance(groups, dict) or not groups:
+        raise SizingError(_QCFG + ".config_groups",
+                          "compressed-tensors quantization_config has no config_groups to read the weight format from")
+    name = sorted(groups)[0]
+    group = groups[name]
+    field = "%s.config_groups.%s.weights" % (_QCFG, name)
+    if not isinstance(group, dict) or not isinstance(group.get("weights"), dict):
+        raise SizingError(field, "compressed-tensors group %s has no weights scheme" % name)
+    return group["weights"], field
+
+
+def _need(cfg, key, field):
+    value = cfg.get(key)
+    if value is None:
+        raise SizingError("%s.%s" % (field, key), "quantization_config is missing %s.%s, which sizing needs"
+                          % (field.replace(_QCFG + ".", "").replace(_QCFG, ""), key))
+    return value
+
+
+def _from_compressed_tensors(qcfg):
+    weights, field = _ct_weights(qcfg)
+    bits = _need(weights, "num_bits", field)
+    kind = str(_need(weights, "type", field)).lower()
+    strategy = str(weights.get("strategy") or "tensor").lower()
+    base = {"group_size": None, "desc_act": False, "block": None, "symmetric": True}
+    if kind == "float" and bits == 8:
+        block = None
+        if strategy == "block":
+            block = weights.get("block_structure")
+            if not (isinstance(block, (list, tuple)) and len(block) == 2):
+                raise SizingError(field + ".block_structure",
+                                  "FP8 block quantization needs block_structure [rows, cols], got %r" % (block,))
+            block = [int(block[0]), int(block[1])]
+        return dict(base, method="fp8", bits=8, block=block, strategy=strategy)
+    if kind == "float" and bits == 4:
+        # NVFP4: e2m1 values, an fp8 scale per group of 16 and a global fp32 scale.
+        return dict(base, method="nvfp4", bits=4, group_size=int(weights.get("group_size") or 16))
+    if kind == "int" and bits == 8:
+        return dict(base, method="int8", bits=8, strategy=strategy)
+    if kind == "int" and bits in (4, 8):
+        group = weights.get("group_size")
+        if strategy == "group" and group is None:
+            raise SizingError(field + ".group_size", "group strategy needs weights.group_size")
+        return dict(base, method="w4a16", bits=4, group_size=int(group) if strategy == "group" else -1,
+                    desc_act=str(weights.get("actorder") or "").lower() in ("group", "weight", "true"),
+                    symmetric=weights.get("symmetric", True) is not False)
+    raise SizingError(field, "compressed-tensors weights num_bits=%r type=%r are not supported" % (bits, kind))
+
+
+def _from_bitsandbytes(qcfg):
+    if qcfg.get("load_in_4bit"):
+        kind = str(_need(qcfg, "bnb_4bit_quant_type", _QCFG)).lower()
+        return {"method": "bitsandbytes", "bits": 4, "group_size": 64, "desc_act": False, "bnb_type": kind,
+                "double_quant": bool(qcfg.get("bnb_4bit_use_double_quant"))}
+    if qcfg.get("load_in_8bit"):
+        return {"method": "bitsandbytes", "bits": 8, "group_size": None, "desc_act": False, "bnb_type": "int8",
+                "double_quant": False}
+    raise SizingError(_QCFG + ".load_in_4bit",
+                      "bitsandbytes quantization_config sets neither load_in_4bit nor load_in_8bit")
+
+
 def _from_quantization_config(qcfg):
-    """Map a checkpoint's quantization_config onto our methods, or raise."""
+    """Map a checkpoint's quantization_config onto our methods, or raise naming the field."""
     method = str(qcfg.get("quant_method") or "").lower()
+    ignore = qcfg.get("modules_to_not_convert")
+    ignore_field = _QCFG + ".modules_to_not_convert"
     if method == "awq":
-        return {"method": "awq", "bits": int(qcfg.get("bits") or qcfg.get("w_bit") or 4),
-                "group_size": int(qcfg.get("group_size") or qcfg.get("q_group_size") or 128),
-                "desc_act": False}
-    if method == "gptq":
-        return {"method": "gptq", "bits": int(qcfg.get("bits") or 4),
-                "group_size": int(qcfg.get("group_size") or 128),
-                "desc_act": bool(qcfg.get("desc_act"))}
-    if method in ("fp8", "fbgemm_fp8"):
-        return {"method": "fp8", "bits": 8, "group_size": None, "desc_act": False}
-    if method == "bitnet":
-        return {"method": "bitnet", "bits": 1.58, "group_size": None, "desc_act": False}
-    if method == "compressed-tensors":
-        groups = qcfg.get("config_groups") or {}
-        weights = {}
-        for group in groups.values():
-            if isinstance(group, dict) and isinstance(group.get("weights"), dict):
-                weights = group["weights"]
-                break
-        bits = int(weights.get("num_bits") or 8)
-        kind = str(weights.get("type") or "int").lower()
-        if bits == 8 and kind == "float":
-            return {"method": "fp8", "bits": 8, "group_size": None, "desc_act": False}
-        if bits == 8:
-            return {"method": "int8", "bits": 8, "group_size": None, "desc_act": False}
-        if bits == 4 and kind == "int":
-            return {"method": "gptq", "bits": 4, "group_size": int(weights.get("group_size") or 128),
-                    "desc_act": str(weights.get("actorder") or "").lower() in ("group", "weight", "true")}
-    raise SizingError("model_config.quantization_config",
-                      "checkpoint quantization %r is not supported; supported: %s"
-                      % (method or qcfg, ", ".join(QUANTIZATION_METHODS)))
+        result = {"method": "awq", "bits": int(qcfg.get("bits") or qcfg.get("w_bit") or 4),
+                  "group_size": int(qcfg.get("group_size") or qcfg.get("q_group_size") or 128),
+                  "desc_act": False}
+    elif method == "gptq":
+        result = {"method": "gptq", "bits": int(qcfg.get("bits") or 4),
+                  "group_size": int(qcfg.get("group_size") or 128),
+                  "desc_act": bool(qcfg.get("desc_act"))}
+    elif method in ("fp8", "fbgemm_fp8"):
+        block = qcfg.get("weight_block_size")
+        result = {"method": "fp8", "bits": 8, "group_size": None, "desc_act": False,
+                  "block": [int(block[0]), int(block[1])] if block else None}
+        ignore = qcfg.get("ignored_layers", ignore)
+        ignore_field = _QCFG + ".ignored_layers"
+    elif method == "bitnet":
+        result = {"method": "bitnet", "bits": 1.58, "group_size": None, "desc_act": False}
+    elif method == "mxfp4":
+        # vllm/model_executor/layers/quantization/mxfp4.py (v0.14, commit 007d500): only FusedMoE
+        # layers are MXFP4; every LinearBase falls back to the unquantized method.
+        result = {"method": "mxfp4", "bits": 4, "group_size": 32, "desc_act": False, "scope": "experts"}
+    elif method == "modelopt" or method == "modelopt_fp4":
+        algo = str(qcfg.get("quant_algo") or (qcfg.get("quantization") or {}).get("quant_algo") or "").upper()
+        if not algo:
+            raise SizingError(_QCFG + ".quant_algo", "modelopt quantization_config needs quant_algo (NVFP4 or FP8)")
+        if algo == "NVFP4":
+            result = {"method": "nvfp4", "bits": 4, "group_size": int(qcfg.get("group_size") or 16),
+                      "desc_act": False}
+        elif algo == "FP8":
+            result = {"method": "fp8", "bits": 8, "group_size": None, "desc_act": False}
+        else:
+            raise SizingError(_QCFG + ".quant_algo", "modelopt quant_algo %r is not supported (NVFP4, FP8)" % algo)
+        ignore = qcfg.get("exclude_modules", ignore)
+        ignore_field = _QCFG + ".exclude_modules"
+    elif method == "bitsandbytes":
+        result = _from_bitsandbytes(qcfg)
+        ignore = qcfg.get("llm_int8_skip_modules", ignore)
+        ignore_field = _QCFG + ".llm_int8_skip_modules"
+    elif method == "compressed-tensors":
+        result = _from_compressed_tensors(qcfg)
+        ignore = qcfg.get("ignore", ignore)
+        ignore_field = _QCFG + ".ignore"
+    else:
+        raise SizingError(_QCFG + ".quant_method",
+                          "checkpoint quantization %r is not supported; supported: %s"
+                          % (method or qcfg, ", ".join(CHECKPOINT_METHODS)))
+    kept, unmodelled = _ignored_categories(ignore, ignore_field)
+    result["keep_16bit"] = sorted(kept)
+    result["unmodelled_ignore"] = unmodelled
+    return result
 
 
 def resolve_quantization(option, group_size, arch):
     """Decide the weight format vLLM will hold in memory.
 
     ``option`` None means: what the checkpoint's quantization_config says, else none.
-    fp8 on a 16-bit checkpoint is vLLM's runtime (online) FP8, which needs --quantization fp8.
+    fp8 on a 16-bit checkpoint is vLLM's runtime (online) FP8, which needs --quantization fp8;
+    bitsandbytes on a 16-bit checkpoint is vLLM's in-flight 4-bit NF4 (--quantization bitsandbytes).
     """
     warnings = []
     if option is not None and option not in QUANTIZATION_METHODS:
@@ -414,24 +639,78 @@ def resolve_quantization(option, group_size, arch):
             result = {"method": "none", "bits": 16, "group_size": None, "desc_act": False,
                       "source": "default", "runtime": False}
     elif checkpoint:
-        if option != checkpoint["method"]:
+        if option != checkpoint["method"] and not (option == "gptq" and checkpoint["method"] == "w4a16"):
             raise SizingError("quantization",
                               "quantization=%s but the checkpoint is already %s "
                               "(model_config.quantization_config); vLLM serves it as %s"
                               % (option, checkpoint["method"], checkpoint["method"]))
         result = dict(checkpoint, source="model_config.quantization_config", runtime=False)
+    elif option in CHECKPOINT_ONLY_METHODS:
+        raise SizingError("quantization", "quantization=%s needs a checkpoint quantized to %s (its config.json "
+                          "quantization_config); vLLM cannot produce it from a 16-bit checkpoint" % (option, option))
     else:
         gs = group_size if group_size is not None else 128
         result = {"method": option, "bits": _QUANT_BITS[option],
                   "group_size": gs if option in ("awq", "gptq") else None,
-                  "desc_act": False, "source": "option", "runtime": option == "fp8"}
+                  "desc_act": False, "source": "option", "runtime": option in RUNTIME_METHODS}
+        if option == "bitsandbytes":
+            # vLLM's in-flight BNB quantizes to 4-bit NF4 with nested (double) absmax quantization.
+            result.update(group_size=64, bnb_type="nf4", double_quant=True)
         if option in ("awq", "gptq", "int8", "bitnet"):
             warnings.append("the checkpoint has no quantization_config: this is the size after "
                             "quantizing it to %s (model_quantize), not of the checkpoint as it is" % option)
+    result.setdefault("keep_16bit", [])
+    result.setdefault("unmodelled_ignore", [])
+    if result["unmodelled_ignore"]:
+        warnings.append("quantization_config keeps %s unquantized; per-layer exclusions are not modelled, "
+                        "so weights may be slightly under-estimated" % ", ".join(result["unmodelled_ignore"][:5]))
     if result["method"] == "bitnet":
         warnings.append("BitNet b1.58 has no kernel in mainline vLLM (UNCONFIRMED); the figure "
                         "assumes ideal 1.58-bit packing with 16-bit embeddings and lm_head")
     return result, warnings
+
+
+def mxfp4_backend(gpu, version):
+    """Which MXFP4 MoE kernel vLLM picks, which decides padding and scale copies.
+
+    vllm/model_executor/layers/quantization/mxfp4.py (commit 007d500): SM90 uses the Triton
+    kernels when triton_kernels is installed, SM100 FlashInfer, anything older Marlin. The 0.10
+    log of vllm#23278 shows Marlin on H100 and the 0.14 log of vllm#33155 Triton; which release
+    switched is UNCONFIRMED (taken as 0.11). Unknown GPUs get Marlin, the larger layout.
+    """
+    name = gpu.get("parent") or gpu.get("name")
+    if name in ("H100-80GB", "H100-94GB", "H200"):
+        return "triton" if version >= (0, 11) else "marlin"
+    if name == "B200":
+        return "flashinfer"
+    return "marlin"
+
+
+def _round_to(value, multiple):
+    return int(math.ceil(value / float(multiple))) * multiple
+
+
+def _mxfp4_expert_bytes(h, inter_shard, experts, backend, bias):
+    """One MoE layer of MXFP4 experts on one GPU (vLLM Mxfp4MoEMethod.create_weights).
+
+    Each weight element is 4 bits and every 32 along the input dimension share one uint8
+    scale. Marlin pads the intermediate size to 128 and hidden to 256; FlashInfer (SM100)
+    both to 256 (UNCONFIRMED: no log checked); Triton pads intermediate to 64 and then keeps
+    both the loaded scales and the swizzled copy (it deletes only the loaded weights), with
+    float32 biases.
+    """
+    scale_copies = 1
+    bias_bytes = 2
+    if backend == "marlin":
+        inter, hid = _round_to(inter_shard, 128), _round_to(h, 256)
+    elif backend == "flashinfer":
+        inter, hid = _round_to(inter_shard, 256), _round_to(h, 256)
+    else:
+        inter, hid = _round_to(inter_shard, 64), h
+        scale_copies, bias_bytes = 2, 4
+    w13 = 2 * inter * (hid // 2 + scale_copies * hid // 32 + (bias_bytes if bias else 0))
+    w2 = hid * (inter // 2 + scale_copies * inter // 32 + (bias_bytes if bias else 0))
+    return experts * (w13 + w2)
 
 
 def _linear_bytes(in_f, out_f, quant):
@@ -440,34 +719,81 @@ def _linear_bytes(in_f, out_f, quant):
     if method == "none":
         return in_f * out_f * 2
     if method in ("fp8", "int8"):
+        block = quant.get("block")
+        if block:
+            # one float32 scale per [block[0] x block[1]] tile (DeepSeek-V3 style FP8)
+            return in_f * out_f + int(math.ceil(out_f / float(block[0]))) * int(math.ceil(in_f / float(block[1]))) * 4
+        if quant.get("strategy") == "tensor":
+            return in_f * out_f + 4
         # 1-byte weights plus a float32 scale per output channel.
         return in_f * out_f + out_f * 4
     if method == "bitnet":
         return in_f * out_f * 1.58 / 8 + 4
+    if method == "nvfp4":
+        # e2m1 values, an fp8 (e4m3) scale per 16 inputs, fp32 global weight and input scales.
+        group = quant.get("group_size") or 16
+        return in_f * out_f / 2.0 + out_f * int(math.ceil(in_f / float(group))) + 8
+    if method == "mxfp4":
+        return in_f * out_f / 2.0 + out_f * int(math.ceil(in_f / 32.0))
+    if method == "bitsandbytes":
+        if quant["bits"] == 8:
+            return in_f * out_f + out_f * 4  # int8 weight + fp32 row scale (SCB)
+        # 4-bit values + one absmax per 64. vLLM dequantizes double-quantized (uint8) absmax to
+        # float32 when it binds the quant states, pre-quantized and in-flight alike
+        # (vllm/model_executor/model_loader/bitsandbytes_loader.py, _dequantize_dq, commit c9e9c48).
+        n = in_f * out_f
+        return n / 2.0 + int(math.ceil(n / 64.0)) * 4
     bits = quant["bits"]
     group = quant["group_size"]
     groups = 1 if not group or group < 0 else int(math.ceil(in_f / float(group)))
     packed = in_f * out_f * bits / 8.0
     scales = groups * out_f * 2           # fp16 scale per group and output column
-    zeros = groups * out_f * bits / 8.0   # packed zero points (kept even for symmetric GPTQ)
+    if method == "w4a16" and quant.get("symmetric", True):
+        zeros = 0                         # compressed-tensors symmetric int4 stores no zero points
+    else:
+        zeros = groups * out_f * bits / 8.0   # packed zero points (kept even for symmetric GPTQ)
     g_idx = in_f * 4 if quant.get("desc_act") else 0
     return packed + scales + zeros + g_idx
 
 
-def weight_bytes(arch, quant, tp):
-    """Weights of one replica and of one GPU under tensor parallelism ``tp``.
+def pp_partitions(layers, pp):
+    """Decoder layers per pipeline stage, as vLLM splits them.
+
+    vllm/distributed/utils.py get_pp_indices (commit 5a6541d): an even split, and the
+    remainder goes one layer each to the stages before the last (the last holds lm_head).
+    """
+    parts = [layers // pp] * pp
+    for i in range(2, layers % pp + 2):
+        parts[-i] += 1
+    return parts
+
+
+def weight_bytes(arch, quant, tp, pp=1):
+    """Weights of one replica and of one GPU under tensor parallelism ``tp`` and ``pp`` stages.
 
     Column-parallel layers (q/k/v, gate/up, experts' w1/w3) split their output, row-parallel
     ones (o, down) their input; embeddings and lm_head are vocab-parallel (sharded too).
     When kv_heads < tp vLLM replicates KV heads, so each GPU keeps at least one.
-    Returns {'checkpoint_total', 'checkpoint_per_gpu', 'buffers_per_gpu'} in bytes.
+    Pipeline stages hold their own layers; the first also the embeddings (and vision tower),
+    the last the final norm and lm_head (with tied embeddings the last stage keeps its own copy).
+    Returns {'checkpoint_total', 'checkpoint_per_gpu' (the largest stage), 'buffers_per_gpu',
+    'stages': [{'bytes', 'layers': [start, end]}]} in bytes.
     """
-    def per_rank(tp_):
+    sixteen = {"method": "none"}
+    kept = set(quant.get("keep_16bit") or ())
+    experts_only = quant.get("scope") == "experts"
+    q_attn = sixteen if experts_only or "attn" in kept else quant
+    q_mlp = sixteen if experts_only else quant
+    q_experts = sixteen if "experts" in kept else quant
+    q_shared = sixteen if experts_only or "shared_experts" in kept else quant
+
+    def per_rank(tp_, start=0, end=None, first=True, last=True):
         h = arch["hidden_size"]
         heads = arch["num_attention_heads"]
         hd = arch["head_dim"]
         kv_rank = max(1, arch["num_key_value_heads"] // tp_)
-        layers = arch["num_hidden_layers"]
+        end = arch["num_hidden_layers"] if end is None else end
+        layers = end - start
         lin = 0.0
         sixteen_bit = 0.0
         replicated = 0.0
@@ -475,54 +801,73 @@ def weight_bytes(arch, quant, tp):
             m = arch["mla"]
             qk = m["qk_nope_head_dim"] + m["qk_rope_head_dim"]
             if m["q_lora_rank"]:
-                replicated += _linear_bytes(h, m["q_lora_rank"], quant)
-                lin += _linear_bytes(m["q_lora_rank"], heads * qk // tp_, quant)
+                replicated += _linear_bytes(h, m["q_lora_rank"], q_attn)
+                lin += _linear_bytes(m["q_lora_rank"], heads * qk // tp_, q_attn)
             else:
-                lin += _linear_bytes(h, heads * qk // tp_, quant)
-            replicated += _linear_bytes(h, m["kv_lora_rank"] + m["qk_rope_head_dim"], quant)
-            lin += _linear_bytes(m["kv_lora_rank"], heads * (m["qk_nope_head_dim"] + m["v_head_dim"]) // tp_, quant)
-            lin += _linear_bytes(heads * m["v_head_dim"] // tp_, h, quant)
+                lin += _linear_bytes(h, heads * qk // tp_, q_attn)
+            replicated += _linear_bytes(h, m["kv_lora_rank"] + m["qk_rope_head_dim"], q_attn)
+            lin += _linear_bytes(m["kv_lora_rank"], heads * (m["qk_nope_head_dim"] + m["v_head_dim"]) // tp_, q_attn)
+            lin += _linear_bytes(heads * m["v_head_dim"] // tp_, h, q_attn)
             attn = lin + replicated
             lin = 0.0
             replicated = 0.0
         else:
-            attn = (_linear_bytes(h, heads * hd // tp_, quant)
-                    + 2 * _linear_bytes(h, kv_rank * hd, quant)
-                    + _linear_bytes(heads * hd // tp_, h, quant))
+            attn = (_linear_bytes(h, heads * hd // tp_, q_attn)
+                    + 2 * _linear_bytes(h, kv_rank * hd, q_attn)
+                    + _linear_bytes(heads * hd // tp_, h, q_attn))
             if arch["qkv_bias"]:
                 sixteen_bit += (heads * hd // tp_ + 2 * kv_rank * hd) * 2
         mats = 3 if arch["gated_mlp"] else 2
 
-        def mlp(inter):
+        def mlp(inter, q):
             shard = inter // tp_
-            return (mats - 1) * _linear_bytes(h, shard, quant) + _linear_bytes(shard, h, quant)
+            return (mats - 1) * _linear_bytes(h, shard, q) + _linear_bytes(shard, h, q)
 
-        moe_layers = arch["moe_layers"] if arch["num_experts"] else 0
+        moe_ids = arch.get("moe_layer_ids") or []
+        moe_layers = sum(1 for i in moe_ids if start <= i < end) if arch["num_experts"] else 0
         dense_layers = layers - moe_layers
-        total = layers * attn + dense_layers * mlp(arch["intermediate_size"] or 0)
+        total = layers * attn + dense_layers * mlp(arch["intermediate_size"] or 0, q_mlp)
         if moe_layers:
             e = arch["num_experts"]
-            per_moe_layer = e * mlp(arch["moe_intermediate_size"])
+            shard = arch["moe_intermediate_size"] // tp_
+            if q_experts["method"] == "mxfp4":
+                per_moe_layer = _mxfp4_expert_bytes(h, shard, e, quant.get("backend") or "marlin",
+                                                    arch.get("expert_bias"))
+            else:
+                per_moe_layer = e * mlp(arch["moe_intermediate_size"], q_experts)
+                if arch.get("expert_bias"):
+                    per_moe_layer += e * (2 * shard + h) * 2  # gpt-oss experts carry 16-bit biases
             if arch["shared_expert_intermediate_size"]:
-                per_moe_layer += mlp(arch["shared_expert_intermediate_size"])
+                per_moe_layer += mlp(arch["shared_expert_intermediate_size"], q_shared)
                 replicated += h * 2 * moe_layers  # Qwen2-MoE shared_expert_gate (hidden x 1)
             total += moe_layers * per_moe_layer
             replicated += moe_layers * h * e * 2  # router stays 16-bit and replicated
         total += layers * sixteen_bit
         # Norms stay 16-bit and are replicated: two per layer plus the final one (+ q/k norms).
-        replicated += (2 * layers + 1) * h * 2
+        replicated += (2 * layers + (1 if last else 0)) * h * 2
         if arch["qk_norm"]:
             replicated += layers * 2 * hd * 2
         vocab = int(math.ceil(arch["vocab_size"] / float(VOCAB_PADDING * tp_)) * VOCAB_PADDING * tp_)
-        embed = vocab * h * 2 / tp_  # weight-only quantization keeps embeddings 16-bit
-        lm_head = 0 if arch["tie_word_embeddings"] else embed
-        vision = arch["vision_params"] * 2 / tp_
+        table = vocab * h * 2 / tp_  # weight-only quantization keeps embeddings 16-bit
+        embed = table if first else 0
+        if last:
+            lm_head = table if not arch["tie_word_embeddings"] or not first else 0
+        else:
+            lm_head = 0
+        vision = arch["vision_params"] * 2 / tp_ if first else 0
         return total + replicated + embed + lm_head + vision
 
     # The rotary cos/sin cache is a buffer of max_position x rotary_dim in the model dtype
     # (Llama-3.1-8B: 16.06e9 B of weights + 32 MiB = the 14.99 GiB vLLM reports).
     buffers = (arch["max_position_embeddings"] or 0) * arch["rotary_dim"] * 2
-    return {"checkpoint_total": per_rank(1), "checkpoint_per_gpu": per_rank(tp), "buffers_per_gpu": buffers}
+    stages = []
+    start = 0
+    for index, count in enumerate(pp_partitions(arch["num_hidden_layers"], pp)):
+        stages.append({"bytes": per_rank(tp, start, start + count, index == 0, index == pp - 1),
+                       "layers": [start, start + count]})
+        start += count
+    return {"checkpoint_total": per_rank(1), "checkpoint_per_gpu": max(st["bytes"] for st in stages),
+            "buffers_per_gpu": buffers, "stages": stages}
 
 
 def count_parameters(arch):
@@ -530,15 +875,18 @@ def count_parameters(arch):
     return weight_bytes(arch, {"method": "none"}, 1)["checkpoint_total"] / 2.0
 
 
-def kv_cache_bytes_per_token(arch, kv_cache_dtype, tp):
-    """KV bytes per token for the replica and per GPU.
+def kv_cache_bytes_per_token(arch, kv_cache_dtype, tp, layers=None):
+    """KV bytes per token for the replica and per GPU (of ``layers`` layers, default all).
 
     2 (K and V) x layers x kv_heads x head_dim x dtype bytes; each GPU holds kv_heads/tp heads
     (at least one, since vLLM replicates heads when tp > kv_heads). MLA (DeepSeek) stores one
     latent of kv_lora_rank + rope dims per layer, replicated on every GPU.
     """
     dtype_bytes = 1 if kv_cache_dtype == "fp8" else 2
-    layers = arch["num_hidden_layers"]
+    total = arch["num_hidden_layers"]
+    layers = total if layers is None else layers
+    # hybrid models pay for padded layer slots (a pipeline stage is scaled pro rata, UNCONFIRMED)
+    layers = int(math.ceil(layers * arch.get("kv_layer_slots", total) / float(total)))
     if arch["mla"]:
         per = layers * (arch["mla"]["kv_lora_rank"] + arch["mla"]["qk_rope_head_dim"]) * dtype_bytes
         return per, per
@@ -625,15 +973,17 @@ def resolve_gpu(gpu_model=None, gpu_memory_gib=None):
 # overheads
 # --------------------------------------------------------------------------------------
 
-def activation_gib(arch, version):
+def activation_gib(arch, version, pp=1):
     profile = ACTIVATION_PROFILES["current" if version >= ACTIVATION_CURRENT_SINCE else "legacy"]
     value = profile["base_gib"] + profile["per_vocab_entry_gib"] * arch["vocab_size"]
     if arch["num_experts"]:
         value += profile["moe_extra_gib"]
-    return value
+    return value * (PP_ACTIVATION_FACTOR if pp > 1 else 1.0)
 
 
-def non_torch_gib(tp, version):
+def non_torch_gib(tp, version, pp=1):
+    if pp > 1 and tp == 1:
+        return PP_NON_TORCH_TP1_GIB
     if tp == 1:
         table = NON_TORCH_PROFILES["current" if version >= NON_TORCH_TP1_CURRENT_SINCE else "legacy"]
     else:
@@ -685,7 +1035,7 @@ def _gmu_ceiling(usable):
 def estimate(model_config=None, model_path=None, quantization=None, group_size=128,
              tensor_parallel_size=1, gpu_model=None, gpu_memory_gib=None,
              gpu_memory_utilization=0.9, max_model_len=None, kv_cache_dtype="auto",
-             vllm_version=DEFAULT_VLLM_VERSION):
+             vllm_version=DEFAULT_VLLM_VERSION, pipeline_parallel_size=1):
     """Size one vLLM replica. Raises SizingError naming the bad field; never touches a GPU."""
     if model_config is not None and model_path is not None:
         raise SizingError("model_config", "give model_config or model_path, not both")
@@ -709,14 +1059,30 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
                           % (gpu_memory_utilization,))
     tp = tensor_parallel_size
     _validate_tp(arch, tp)
+    pp = pipeline_parallel_size
+    if isinstance(pp, bool) or not isinstance(pp, int) or pp < 1:
+        raise SizingError("pipeline_parallel_size", "pipeline_parallel_size must be a positive integer, got %r" % (pp,))
+    if pp > arch["num_hidden_layers"]:
+        raise SizingError("pipeline_parallel_size", "pipeline_parallel_size %d is more than the model's %d layers"
+                          % (pp, arch["num_hidden_layers"]))
     quant, qwarn = resolve_quantization(quantization, group_size, arch)
     warnings += qwarn
+    if quant["method"] == "bitsandbytes" and not quant["runtime"] and tp > 1:
+        # bitsandbytes_loader.py (commit c9e9c48) refuses pre-quantized BNB under tensor parallelism.
+        raise SizingError("tensor_parallel_size", "tensor_parallel_size %d: vLLM does not run pre-quantized "
+                          "bitsandbytes checkpoints with tensor parallelism; use 1" % tp)
     gpu = resolve_gpu(gpu_model, gpu_memory_gib)
     warnings += gpu["warnings"]
+    if quant["method"] == "mxfp4":
+        quant["backend"] = mxfp4_backend(gpu, version)
     if gpu["mig"] and tp > 1:
         raise SizingError("tensor_parallel_size",
                           "tensor_parallel_size %d on MIG %s: a MIG instance cannot join tensor "
                           "parallelism (no NCCL peer access between instances); use 1" % (tp, gpu["mig_profile"]))
+    if gpu["mig"] and pp > 1:
+        raise SizingError("pipeline_parallel_size",
+                          "pipeline_parallel_size %d on MIG %s: MIG instances have no NCCL peer access "
+                          "to each other; use 1" % (pp, gpu["mig_profile"]))
 
     max_pos = arch["max_position_embeddings"]
     if max_model_len is None:
@@ -730,29 +1096,33 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
         raise SizingError("max_model_len", "max_model_len %d is beyond the model's max_position_embeddings %d"
                           % (max_model_len, max_pos))
 
-    wb = weight_bytes(arch, quant, tp)
+    wb = weight_bytes(arch, quant, tp, pp)
     weights_source = "architecture (config.json)"
     # With a real checkpoint its exact size replaces our parameter count; the architecture
     # still decides how it splits across GPUs (what is sharded, what is replicated).
     ckpt_scale = 1.0
     if exact_size:
         if quant["runtime"]:
-            warnings.append("runtime fp8 quantizes after loading: the checkpoint's total_size is "
-                            "not what vLLM keeps, so weights come from the architecture")
-        else:
+            warnings.append("runtime %s quantizes after loading: the checkpoint's total_size is "
+                            "not what vLLM keeps, so weights come from the architecture" % quant["method"])
+        elif quant["method"] == "mxfp4":
+            warnings.append("MXFP4 kernels pad and copy expert weights after loading: the checkpoint's "
+                            "total_size is not what vLLM keeps, so weights come from the architecture")
+        if not quant["runtime"] and quant["method"] != "mxfp4":
             # vLLM loads float32 checkpoints as 16-bit.
             halve = 0.5 if arch["torch_dtype"] == "float32" and quant["method"] == "none" else 1.0
             ckpt_scale = exact_size * halve / wb["checkpoint_total"]
             weights_source = exact_source
     weights = (wb["checkpoint_per_gpu"] * ckpt_scale + wb["buffers_per_gpu"]) / GIB
-    weights_total = (wb["checkpoint_total"] * ckpt_scale + wb["buffers_per_gpu"] * tp) / GIB
-    activation = activation_gib(arch, version)
-    non_torch = non_torch_gib(tp, version)
+    weights_total = (wb["checkpoint_total"] * ckpt_scale + wb["buffers_per_gpu"] * tp * pp) / GIB
+    activation = activation_gib(arch, version, pp)
+    non_torch = non_torch_gib(tp, version, pp)
     usable = gpu["usable_gib"]
-    kv_replica, kv_per_gpu = kv_cache_bytes_per_token(arch, kv_cache_dtype, tp)
-
-    pool = _budget(usable, gpu_memory_utilization, weights, activation, non_torch)
-    tokens = _tokens(pool, kv_per_gpu)
+    kv_replica = kv_cache_bytes_per_token(arch, kv_cache_dtype, tp)[0]
+    # Each stage sizes its own pool for its own layers; vLLM then gives every stage the
+    # smallest block count (the KV cache config is unified across workers).
+    pool, tokens, kv_per_gpu = _pp_kv(arch, wb, ckpt_scale, usable, gpu_memory_utilization,
+                                      activation, non_torch, kv_cache_dtype, tp)
     context_ok = gpu_memory_utilization * usable + CUDA_CONTEXT_GIB <= usable
 
     if weights > gpu_memory_utilization * usable:
@@ -780,7 +1150,7 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
 
     recommended = _recommend(arch, quant, gpu, tp, kv_cache_dtype, gpu_memory_utilization,
                              max_model_len, weights, activation, non_torch, kv_per_gpu, version,
-                             ckpt_scale)
+                             ckpt_scale, pp)
 
     return {
         "fits": fits,
@@ -801,8 +1171,11 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
         "gpu_memory_gib": usable,
         "gpu_memory_utilization": gpu_memory_utilization,
         "tensor_parallel_size": tp,
+        "pipeline_parallel_size": pp,
+        "pipeline_stage_layers": [st["layers"][1] - st["layers"][0] for st in wb["stages"]],
         "kv_cache_dtype": kv_cache_dtype,
-        "quantization": {k: quant[k] for k in ("method", "bits", "group_size", "source", "runtime")},
+        "quantization": dict({k: quant[k] for k in ("method", "bits", "group_size", "source", "runtime")},
+                             **{k: quant[k] for k in ("backend", "keep_16bit") if quant.get(k)}),
         "model": {
             "architecture": arch["architecture"],
             "parameters_billion": _round(count_parameters(arch) / 1e9, 3),
@@ -815,8 +1188,21 @@ def estimate(model_config=None, model_path=None, quantization=None, group_size=1
     }
 
 
+def _pp_kv(arch, wb, ckpt_scale, usable, gmu, activation, non_torch, kv_dtype, tp):
+    """(pool GiB, tokens, KV bytes per token) of the stage that holds the fewest tokens."""
+    best = None
+    for stage in wb["stages"]:
+        weights = (stage["bytes"] * ckpt_scale + wb["buffers_per_gpu"]) / GIB
+        per_token = kv_cache_bytes_per_token(arch, kv_dtype, tp, stage["layers"][1] - stage["layers"][0])[1]
+        pool = _budget(usable, gmu, weights, activation, non_torch)
+        tokens = _tokens(pool, per_token)
+        if best is None or tokens < best[1] or (tokens == best[1] and pool < best[0]):
+            best = (pool, tokens, per_token)
+    return best
+
+
 def _recommend(arch, quant, gpu, tp, kv_dtype, gmu, max_model_len, weights, activation,
-               non_torch, kv_per_gpu, version, ckpt_scale):
+               non_torch, kv_per_gpu, version, ckpt_scale, pp=1):
     """vLLM flags that fit: keep what fits, otherwise shrink max_model_len or suggest more GPUs."""
     usable = gpu["usable_gib"]
     ceiling = _gmu_ceiling(usable)
@@ -825,7 +1211,7 @@ def _recommend(arch, quant, gpu, tp, kv_dtype, gmu, max_model_len, weights, acti
     # the smallest utilization that holds one full-length request (+ one block of slack)
     min_gmu = _round_up((weights + activation + non_torch + need_gib + BLOCK_SIZE * kv_per_gpu / float(GIB))
                         / usable)
-    rec = {"tensor_parallel_size": tp, "kv_cache_dtype": kv_dtype}
+    rec = {"tensor_parallel_size": tp, "pipeline_parallel_size": pp, "kv_cache_dtype": kv_dtype}
     if min_gmu <= ceiling:
         rec["gpu_memory_utilization"] = min(max(gmu, min_gmu), ceiling)
         rec["max_model_len"] = max_model_len
@@ -850,23 +1236,24 @@ def _recommend(arch, quant, gpu, tp, kv_dtype, gmu, max_model_len, weights, acti
                 _validate_tp(arch, cand)
             except SizingError:
                 continue
-            wb = weight_bytes(arch, quant, cand)
-            w = (wb["checkpoint_per_gpu"] * ckpt_scale + wb["buffers_per_gpu"]) / GIB
-            kv = kv_cache_bytes_per_token(arch, kv_dtype, cand)[1]
-            pool = _budget(usable, ceiling, w, activation_gib(arch, version), non_torch_gib(cand, version))
-            if _tokens(pool, kv) >= need_tokens + BLOCK_SIZE:
+            wb = weight_bytes(arch, quant, cand, pp)
+            tokens = _pp_kv(arch, wb, ckpt_scale, usable, ceiling, activation_gib(arch, version, pp),
+                            non_torch_gib(cand, version, pp), kv_dtype, cand)[1]
+            if tokens >= need_tokens + BLOCK_SIZE:
                 rec["min_tensor_parallel_size"] = cand
                 break
-    args = ["--tensor-parallel-size", str(tp),
-            "--gpu-memory-utilization", "%.2f" % rec["gpu_memory_utilization"]]
+    args = ["--tensor-parallel-size", str(tp)]
+    if pp > 1:
+        args += ["--pipeline-parallel-size", str(pp)]
+    args += ["--gpu-memory-utilization", "%.2f" % rec["gpu_memory_utilization"]]
     if rec["max_model_len"] is not None:
         args += ["--max-model-len", str(rec["max_model_len"])]
     if kv_dtype == "fp8":
         args += ["--kv-cache-dtype", "fp8"]
     # Pre-quantized AWQ/GPTQ checkpoints are auto-detected (and get Marlin); passing
     # --quantization awq would force the slow kernel (facts/llm-serving.md part B).
-    rec["quantization"] = "fp8" if quant["runtime"] else None
+    rec["quantization"] = quant["method"] if quant["runtime"] else None
     if quant["runtime"]:
-        args += ["--quantization", "fp8"]
+        args += ["--quantization", quant["method"]]
     rec["args"] = args
     return rec

@@ -54,14 +54,27 @@ options:
       - V(fp8) on a 16-bit checkpoint is vLLM's runtime FP8 and adds C(--quantization fp8).
       - V(awq), V(gptq), V(int8) and V(bitnet) on a 16-bit checkpoint size it as it will be
         after quantizing (embeddings and lm_head stay 16-bit).
+      - V(bitsandbytes) on a 16-bit checkpoint is vLLM's in-flight 4-bit NF4 and adds
+        C(--quantization bitsandbytes).
+      - V(mxfp4), V(nvfp4) and V(w4a16) (compressed-tensors int4) need a checkpoint already in
+        that format; they are read from its C(quantization_config), including the modules it
+        keeps unquantized (C(modules_to_not_convert), C(ignore)).
     type: str
-    choices: [none, fp8, int8, awq, gptq, bitnet]
+    choices: [none, fp8, int8, awq, gptq, bitnet, bitsandbytes, mxfp4, nvfp4, w4a16]
   group_size:
     description: Quantization group size for AWQ/GPTQ when the checkpoint does not say; -1 is per channel.
     type: int
     default: 128
   tensor_parallel_size:
     description: GPUs per replica. Must divide the attention heads and the vocabulary.
+    type: int
+    default: 1
+  pipeline_parallel_size:
+    description:
+      - Pipeline stages per replica (vLLM C(--pipeline-parallel-size)); each stage has
+        O(tensor_parallel_size) GPUs, so a replica uses both multiplied.
+      - Layers are split as vLLM splits them; the first stage also holds the embeddings, the last
+        the lm_head. Per-GPU figures are those of the stage that is fullest.
     type: int
     default: 1
   gpu_model:
@@ -223,13 +236,27 @@ tensor_parallel_size:
   returned: success
   type: int
   sample: 1
+pipeline_parallel_size:
+  description: The pipeline parallel size the estimate used.
+  returned: success
+  type: int
+  sample: 1
+pipeline_stage_layers:
+  description: Decoder layers on each pipeline stage.
+  returned: success
+  type: list
+  elements: int
+  sample: [32]
 kv_cache_dtype:
   description: The KV cache dtype the estimate used.
   returned: success
   type: str
   sample: auto
 quantization:
-  description: The weight format sized (method, bits, group_size, source, runtime).
+  description:
+    - The weight format sized (method, bits, group_size, source, runtime).
+    - V(backend) (MXFP4 only) is the MoE kernel whose padding was sized; V(keep_16bit) lists the
+      weight groups the checkpoint keeps unquantized.
   returned: success
   type: dict
   sample: {"method": "awq", "bits": 4, "group_size": 128, "source": "option", "runtime": false}
@@ -286,6 +313,7 @@ def main():
             quantization=dict(type="str", choices=list(QUANTIZATION_METHODS)),
             group_size=dict(type="int", default=128),
             tensor_parallel_size=dict(type="int", default=1),
+            pipeline_parallel_size=dict(type="int", default=1),
             gpu_model=dict(type="str"),
             gpu_memory_gib=dict(type="float"),
             gpu_memory_utilization=dict(type="float", default=0.9),
@@ -305,6 +333,7 @@ def main():
             quantization=params["quantization"],
             group_size=params["group_size"],
             tensor_parallel_size=params["tensor_parallel_size"],
+            pipeline_parallel_size=params["pipeline_parallel_size"],
             gpu_model=params["gpu_model"],
             gpu_memory_gib=params["gpu_memory_gib"],
             gpu_memory_utilization=params["gpu_memory_utilization"],

@@ -65,7 +65,7 @@ def test_matches_published_vllm_measurements(case):
               tensor_parallel_size=case["tensor_parallel_size"], gpu_model=case["gpu"],
               gpu_memory_utilization=case["gpu_memory_utilization"],
               max_model_len=case["max_model_len"], kv_cache_dtype=case.get("kv_cache_dtype", "auto"),
-              vllm_version=case["vllm_version"])
+              vllm_version=case["vllm_version"], pipeline_parallel_size=case.get("pipeline_parallel_size", 1))
     m = case["measured"]
     assert case["source"] in DATA["sources"] and DATA["sources"][case["source"]].startswith("https://")
     # Weights: worst error seen 0.4% (Qwen2.5-7B TP1, 14.19 vs 14.25 GiB).
@@ -469,7 +469,8 @@ def test_nested_text_config_is_used():
         "vision_config": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27},
     }
     est = estimate(model_config=cfg, gpu_model="L4", max_model_len=8192)
-    assert est["kv_cache_bytes_per_token"] == 2 * 34 * 4 * 256 * 2
+    # 34 layers, every 6th full: 5 full + 29 sliding -> groups of 5 -> 1 + 6 groups = 35 slots
+    assert est["kv_cache_bytes_per_token"] == 2 * 35 * 4 * 256 * 2
     # Gemma-3-4B has about 4.3B parameters with its SigLIP encoder
     assert est["model"]["parameters_billion"] == pytest.approx(4.3, rel=0.05)
     assert any("vision encoder" in w for w in est["warnings"])
@@ -525,10 +526,11 @@ def test_quantization_contradicting_checkpoint():
 
 
 def test_unsupported_checkpoint_quantization():
-    cfg = dict(MODELS["llama-3.1-8b"], quantization_config={"quant_method": "bitsandbytes"})
+    cfg = dict(MODELS["llama-3.1-8b"], quantization_config={"quant_method": "hqq"})
     with pytest.raises(SizingError) as err:
         estimate(model_config=cfg, gpu_model="L4", max_model_len=1024)
-    assert err.value.field == "model_config.quantization_config"
+    assert err.value.field == "model_config.quantization_config.quant_method"
+    assert "hqq" in str(err.value) and "mxfp4" in str(err.value)
 
 
 def test_missing_tie_word_embeddings_is_conservative():
@@ -544,3 +546,358 @@ def test_string_numbers_from_templates_are_accepted():
     cfg = {k: (str(v) if isinstance(v, int) and not isinstance(v, bool) else v)
            for k, v in MODELS["llama-3.1-8b"].items()}
     assert estimate(model_config=cfg, gpu_model="H100", max_model_len=8192)["weights_gib_per_gpu"] == 14.99
+
+
+# ----------------------------------------------------------------------------------------
+# 2026 weight formats: MXFP4, NVFP4, bitsandbytes, compressed-tensors, ignore lists
+# ----------------------------------------------------------------------------------------
+
+def _q(qcfg, option=None, config="llama-3.1-8b"):
+    arch = sizing.parse_model_config(dict(MODELS[config], quantization_config=qcfg))
+    return sizing.resolve_quantization(option, None, arch)
+
+
+def _bytes(quant_config, config="llama-3.1-8b"):
+    arch = sizing.parse_model_config(dict(MODELS[config], quantization_config=quant_config))
+    quant = sizing.resolve_quantization(None, None, arch)[0]
+    return sizing.weight_bytes(arch, quant, 1)["checkpoint_total"]
+
+
+@pytest.mark.parametrize("backend,expected", [
+    # hidden 64, intermediate 96, 2 experts with biases; per row: values/2 + scales/32 (+ copies) + bias
+    # marlin: intermediate -> 128, hidden -> 256: 2*128*(128+8+2) + 256*(64+4+2) = 35328 + 17920
+    ("marlin", 2 * (35328 + 17920)),
+    # flashinfer: both -> 256: 2*256*(128+8+2) + 256*(128+8+2)
+    ("flashinfer", 2 * (2 * 256 * 138 + 256 * 138)),
+    # triton: intermediate -> 128, hidden stays 64, two scale copies, fp32 bias:
+    # 2*128*(32+2*2+4) + 64*(64+2*4+4) = 10240 + 4864
+    ("triton", 2 * (10240 + 4864)),
+])
+def test_mxfp4_expert_bytes_per_backend(backend, expected):
+    assert sizing._mxfp4_expert_bytes(64, 96, 2, backend, True) == expected
+
+
+def test_mxfp4_quantizes_experts_only():
+    # gpt-oss keeps attention, router, embeddings and lm_head bf16 (modules_to_not_convert and
+    # vLLM's Mxfp4Config, which gives every linear layer the unquantized method).
+    cfg = MODELS["gpt-oss-120b"]
+    plain = {k: v for k, v in cfg.items() if k != "quantization_config"}
+    layers, experts, h, inter = 36, 128, 2880, 2880
+    bf16_experts = layers * experts * (3 * h * inter * 2 + (2 * inter + h) * 2)
+    marlin_experts = layers * experts * (2 * 2944 * (1536 + 96 + 2) + 3072 * (1472 + 92 + 2))
+    none = fit(plain, gpu_model="A100-80GB", max_model_len=4096)
+    mxfp4 = fit(cfg, gpu_model="A100-80GB", max_model_len=4096)
+    assert mxfp4["quantization"]["method"] == "mxfp4" and mxfp4["quantization"]["backend"] == "marlin"
+    rest_none = none["weights_gib_total"] * GIB - bf16_experts
+    rest_mxfp4 = mxfp4["weights_gib_total"] * GIB - marlin_experts
+    assert rest_mxfp4 == pytest.approx(rest_none, abs=0.01 * GIB)
+    # what is left is about 4.2e9 bytes: embeddings + lm_head (2.32e9) and bf16 attention (1.9e9)
+    assert rest_none == pytest.approx(4.25e9, rel=0.02)
+
+
+@pytest.mark.parametrize("gpu,version,backend", [
+    ("H100-80GB", "0.14.1", "triton"), ("H100-80GB", "0.10.1", "marlin"), ("H200", "0.19.0", "triton"),
+    ("A100-80GB", "0.19.0", "marlin"), ("B200", "0.19.0", "flashinfer"), ("H100-80GB 3g.40gb", "0.19.0", "triton"),
+])
+def test_mxfp4_backend_follows_gpu_and_version(gpu, version, backend):
+    est = fit("gpt-oss-120b", gpu_model=gpu, vllm_version=version, max_model_len=1024)
+    assert est["quantization"]["backend"] == backend
+
+
+def test_mxfp4_needs_a_quantized_checkpoint():
+    with pytest.raises(SizingError) as err:
+        fit("llama-3.1-8b", quantization="mxfp4", max_model_len=1024)
+    assert err.value.field == "quantization" and "checkpoint" in str(err.value)
+
+
+def test_nvfp4_bytes_and_configs():
+    # 64 x 32 layer: 4-bit values 1024 B + fp8 scale per 16 inputs (32 x 4 = 128 B) + two fp32 globals
+    assert sizing._linear_bytes(64, 32, {"method": "nvfp4", "group_size": 16}) == 1024 + 128 + 8
+    modelopt, _ = _q({"quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 16,
+                      "exclude_modules": ["lm_head"]})
+    ct, _ = _q({"quant_method": "compressed-tensors", "ignore": ["lm_head"], "config_groups": {
+        "group_0": {"weights": {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16}}}})
+    assert modelopt["method"] == ct["method"] == "nvfp4"
+    with pytest.raises(SizingError) as err:
+        _q({"quant_method": "modelopt"})
+    assert err.value.field == "model_config.quantization_config.quant_algo"
+    # NVFP4 Llama-3.1-8B: 6.98e9 linear weights x (0.5 + 1/16) B + 16-bit embeddings (2.1e9 B)
+    est = fit(dict(MODELS["llama-3.1-8b"], quantization_config={"quant_method": "modelopt", "quant_algo": "NVFP4"}),
+              max_model_len=4096)
+    assert est["weights_gib_per_gpu"] == pytest.approx((6.98e9 * 0.5625 + 2.10e9) / GIB, rel=0.01)
+
+
+def test_bitsandbytes_bytes():
+    n = 64 * 256  # 16384 weights = 256 blocks of 64
+    nf4 = {"method": "bitsandbytes", "bits": 4, "double_quant": True}
+    # 8192 B of 4-bit values + an fp32 absmax per block of 64: vLLM dequantizes double-quantized
+    # absmax at load, so double quant saves nothing on the GPU
+    assert sizing._linear_bytes(64, 256, nf4) == n / 2 + 256 * 4
+    assert sizing._linear_bytes(64, 256, dict(nf4, double_quant=False)) == n / 2 + 256 * 4
+    assert sizing._linear_bytes(64, 256, {"method": "bitsandbytes", "bits": 8}) == n + 256 * 4
+
+
+def test_bitsandbytes_checkpoint_and_in_flight():
+    q4, _ = _q({"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+                "bnb_4bit_use_double_quant": True})
+    assert (q4["method"], q4["bits"], q4["group_size"], q4["double_quant"]) == ("bitsandbytes", 4, 64, True)
+    q8, _ = _q({"quant_method": "bitsandbytes", "load_in_8bit": True})
+    assert q8["bits"] == 8
+    for qcfg, field in [({"quant_method": "bitsandbytes"}, "load_in_4bit"),
+                        ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "bnb_4bit_quant_type")]:
+        with pytest.raises(SizingError) as err:
+            _q(qcfg)
+        assert err.value.field == "model_config.quantization_config." + field
+    est = fit("llama-3.1-8b", quantization="bitsandbytes", max_model_len=4096)
+    assert est["quantization"]["runtime"] is True
+    assert est["recommended"]["args"][-2:] == ["--quantization", "bitsandbytes"]
+    # NF4: 6.98e9 linear weights x (0.5 + 4/64) B + 16-bit embeddings and lm_head (2.1e9 B)
+    assert est["weights_gib_per_gpu"] == pytest.approx((6.98e9 * 0.5625 + 2.10e9) / GIB, rel=0.01)
+    # vLLM refuses pre-quantized BNB under TP; in-flight BNB shards like any layer
+    assert fit("llama-3.1-8b", quantization="bitsandbytes", tensor_parallel_size=2, max_model_len=4096)["fits"]
+    cfg = dict(MODELS["llama-3.1-8b"], quantization_config={"quant_method": "bitsandbytes", "load_in_4bit": True,
+                                                            "bnb_4bit_quant_type": "nf4"})
+    with pytest.raises(SizingError) as err:
+        fit(cfg, tensor_parallel_size=2, max_model_len=4096)
+    assert err.value.field == "tensor_parallel_size" and "bitsandbytes" in str(err.value)
+
+
+def _ct(weights, **extra):
+    return dict({"quant_method": "compressed-tensors", "config_groups": {"group_0": {"weights": weights}}}, **extra)
+
+
+def test_compressed_tensors_formats_exact_bytes():
+    w4a16, _ = _q(_ct({"num_bits": 4, "type": "int", "strategy": "group", "group_size": 128, "symmetric": True}))
+    assert w4a16["method"] == "w4a16"
+    # 256 x 64: 8192 B of int4 + a 16-bit scale per group of 128 inputs (2 groups x 64 outputs)
+    assert sizing._linear_bytes(256, 64, w4a16) == 8192 + 2 * 64 * 2
+    asym = dict(w4a16, symmetric=False)
+    assert sizing._linear_bytes(256, 64, asym) == 8192 + 2 * 64 * 2 + 2 * 64 * 0.5
+    block, _ = _q(_ct({"num_bits": 8, "type": "float", "strategy": "block", "block_structure": [128, 128]}))
+    # 256 x 384: 1 B per weight + an fp32 scale per 128 x 128 tile (3 x 2 tiles)
+    assert sizing._linear_bytes(256, 384, block) == 256 * 384 + 6 * 4
+    channel, _ = _q(_ct({"num_bits": 8, "type": "float", "strategy": "channel"}))
+    assert sizing._linear_bytes(256, 384, channel) == 256 * 384 + 384 * 4
+    int8, _ = _q(_ct({"num_bits": 8, "type": "int", "strategy": "channel"}))
+    assert int8["method"] == "int8" and sizing._linear_bytes(256, 384, int8) == 256 * 384 + 384 * 4
+    fp8_block, _ = _q({"quant_method": "fp8", "weight_block_size": [128, 128]})
+    assert fp8_block["block"] == [128, 128]
+
+
+@pytest.mark.parametrize("weights,field", [
+    ({"type": "int", "strategy": "group", "group_size": 128}, "config_groups.group_0.weights.num_bits"),
+    ({"num_bits": 4, "strategy": "group"}, "config_groups.group_0.weights.type"),
+    ({"num_bits": 4, "type": "int", "strategy": "group"}, "config_groups.group_0.weights.group_size"),
+    ({"num_bits": 8, "type": "float", "strategy": "block"}, "config_groups.group_0.weights.block_structure"),
+])
+def test_compressed_tensors_missing_field_is_named(weights, field):
+    with pytest.raises(SizingError) as err:
+        _q(_ct(weights))
+    assert err.value.field == "model_config.quantization_config." + field
+    with pytest.raises(SizingError) as err:
+        _q({"quant_method": "compressed-tensors"})
+    assert err.value.field == "model_config.quantization_config.config_groups"
+
+
+def test_ignore_lists_keep_modules_16_bit():
+    w8a8 = {"num_bits": 8, "type": "int", "strategy": "channel"}
+    base = _bytes(_ct(w8a8, ignore=["lm_head"]))
+    # a router / lm_head entry changes nothing: they are 16-bit in the estimate already
+    assert _bytes(_ct(w8a8, ignore=["lm_head", "re:.*mlp.gate$"])) == base
+    # keeping attention 16-bit adds 1 B per attention weight less the fp32 channel scales:
+    # 32 layers x (2 x 4096 x 4096 + 2 x 4096 x 1024) weights, (4096 + 1024 + 1024 + 4096) scales
+    attn = 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024)
+    scales = 32 * (4096 + 1024 + 1024 + 4096) * 4
+    assert _bytes(_ct(w8a8, ignore=["lm_head", "re:.*self_attn.*"])) - base == attn - scales
+    _, warnings = _q(_ct(w8a8, ignore=["model.layers.0.mlp.down_proj"]))
+    assert any("model.layers.0.mlp.down_proj" in w for w in warnings)
+    with pytest.raises(SizingError) as err:
+        _q(_ct(w8a8, ignore="lm_head"))
+    assert err.value.field == "model_config.quantization_config.ignore"
+
+
+# ----------------------------------------------------------------------------------------
+# pipeline parallelism
+# ----------------------------------------------------------------------------------------
+
+TINY = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "num_hidden_layers": 6,
+    "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 128, "vocab_size": 256,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "max_position_embeddings": 16,
+}
+
+
+@pytest.mark.parametrize("layers,pp,parts", [
+    (32, 4, [8, 8, 8, 8]), (30, 4, [7, 8, 8, 7]), (6, 4, [1, 2, 2, 1]), (61, 2, [31, 30]), (5, 5, [1] * 5),
+])
+def test_pp_partitions_follow_vllm(layers, pp, parts):
+    # vLLM gives the remainder one layer each to the stages before the last
+    assert sizing.pp_partitions(layers, pp) == parts
+
+
+def test_pp_stage_bytes_exact():
+    arch = sizing.parse_model_config(TINY)
+    none = {"method": "none"}
+    # per layer: q, k, v, o 64 x 64 and gate, up, down 64 x 128, all bf16, + two 64-wide norms
+    layer = (4 * 64 * 64 + 3 * 64 * 128) * 2 + 2 * 64 * 2
+    table = 256 * 64 * 2           # embeddings = lm_head (vocab 256 is a multiple of 64)
+    final_norm = 64 * 2
+    wb = sizing.weight_bytes(arch, none, 1, pp=3)
+    assert [st["layers"] for st in wb["stages"]] == [[0, 2], [2, 4], [4, 6]]
+    assert [st["bytes"] for st in wb["stages"]] == [2 * layer + table, 2 * layer, 2 * layer + table + final_norm]
+    assert wb["checkpoint_per_gpu"] == 2 * layer + table + final_norm
+    assert wb["checkpoint_total"] == 6 * layer + 2 * table + final_norm
+    # tied embeddings: the last stage still keeps its own lm_head copy
+    tied = sizing.parse_model_config(dict(TINY, tie_word_embeddings=True))
+    stages = sizing.weight_bytes(tied, none, 1, pp=3)["stages"]
+    assert stages[2]["bytes"] == 2 * layer + table + final_norm
+    assert sizing.weight_bytes(tied, none, 1)["checkpoint_total"] == 6 * layer + table + final_norm
+
+
+def test_pp_kv_tokens_use_the_stage_layers():
+    # Llama-3.1-8B PP2: each stage keeps 16 layers' KV (65536 B per token); both stages hold
+    # 7.51 GiB of weights, so the pool is 0.95 x 79.19 - 7.51 - activation - non-torch
+    est = fit("llama-3.1-8b", pipeline_parallel_size=2, gpu_memory_utilization=0.95, max_model_len=8192)
+    assert est["kv_cache_bytes_per_token_per_gpu"] == 2 * 16 * 8 * 128 * 2
+    assert est["kv_cache_bytes_per_token"] == 131072
+    pool = 0.95 * 79.19 - est["weights_gib_per_gpu"] - est["activation_gib_per_gpu"] - est["non_torch_gib_per_gpu"]
+    assert est["kv_cache_gib_per_gpu"] == pytest.approx(pool, abs=0.01)
+    assert est["kv_cache_tokens"] == pytest.approx(pool * GIB / 65536, rel=0.001)
+    assert est["pipeline_stage_layers"] == [16, 16]
+    assert est["recommended"]["args"][:4] == ["--tensor-parallel-size", "1", "--pipeline-parallel-size", "2"]
+    # the whole replica is still the whole model
+    whole = fit("llama-3.1-8b", max_model_len=8192)["weights_gib_total"]
+    assert est["weights_gib_total"] == pytest.approx(whole, abs=0.04)
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(pipeline_parallel_size=0), ["positive integer"]),
+    (dict(pipeline_parallel_size="2"), ["positive integer"]),
+    (dict(pipeline_parallel_size=33), ["33", "32 layers"]),
+    (dict(pipeline_parallel_size=2, gpu_model="H100-80GB 3g.40gb"), ["MIG"]),
+])
+def test_bad_pipeline_parallel_size_is_named(kwargs, words):
+    with pytest.raises(SizingError) as err:
+        fit("llama-3.1-8b", max_model_len=8192, **kwargs)
+    assert err.value.field == "pipeline_parallel_size"
+    for word in words:
+        assert word in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------
+# vision towers
+# ----------------------------------------------------------------------------------------
+
+# Qwen2.5-VL-7B-Instruct config.json as remembered (UNCONFIRMED: not re-read here); the model
+# card gives 8.29B parameters.
+QWEN25_VL_7B = {
+    "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl", "hidden_size": 3584,
+    "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "intermediate_size": 18944,
+    "vocab_size": 152064, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "max_position_embeddings": 128000,
+    "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "in_chans": 3,
+                      "out_hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                      "hidden_act": "silu"},
+}
+
+
+def test_vision_tower_exact_params():
+    # 2 blocks of width 8, inter 16, SiLU-gated: 4*64 + 4*8 (qkv/o) + 3*8*16 + 16 + 8 (MLP) + 4*8 (norms)
+    vision = {"depth": 2, "hidden_size": 8, "intermediate_size": 16, "patch_size": 2, "in_chans": 3,
+              "temporal_patch_size": 2, "spatial_merge_size": 2, "out_hidden_size": 4, "hidden_act": "silu"}
+    block = 4 * 64 + 4 * 8 + 3 * 8 * 16 + 16 + 8 + 4 * 8
+    patch = 3 * 2 * 2 * 2 * 8
+    merger = 8 + 32 * 32 + 32 + 32 * 4 + 4
+    assert sizing._vision_params(vision, 4, "v") == 2 * block + patch + merger
+    # SigLIP-style: two matrices, learned positions (image 8 / patch 2)^2, one projector into the LM
+    siglip = {"num_hidden_layers": 1, "hidden_size": 8, "intermediate_size": 16, "patch_size": 2, "image_size": 8}
+    block = 4 * 64 + 4 * 8 + 2 * 8 * 16 + 16 + 8 + 4 * 8
+    assert sizing._vision_params(siglip, 4, "v") == block + 3 * 2 * 2 * 8 + 16 * 8 + 8 * 4
+
+
+def test_qwen25_vl_counts_its_vision_tower():
+    est = fit(QWEN25_VL_7B, max_model_len=8192)
+    assert est["model"]["parameters_billion"] == pytest.approx(8.29, rel=0.01)
+    assert any("vision encoder" in w for w in est["warnings"])
+    text_only = fit({k: v for k, v in QWEN25_VL_7B.items() if k != "vision_config"}, max_model_len=8192)
+    # the tower is about 0.67B parameters = 1.25 GiB in bf16
+    assert est["weights_gib_per_gpu"] - text_only["weights_gib_per_gpu"] == pytest.approx(0.676e9 * 2 / GIB, rel=0.02)
+
+
+def test_vision_config_bad_field_is_named():
+    cfg = dict(QWEN25_VL_7B, vision_config=dict(QWEN25_VL_7B["vision_config"], patch_size="x"))
+    with pytest.raises(SizingError) as err:
+        fit(cfg, max_model_len=8192)
+    assert err.value.field == "model_config.vision_config.patch_size"
+
+
+# ----------------------------------------------------------------------------------------
+# hybrid (sliding-window + full) KV caches
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("types,slots", [
+    (["full"] * 32, 32),
+    (["sliding"] * 32, 32),                      # Mistral: one type, one group
+    (["sliding", "full"] * 18, 36),              # gpt-oss-120b: 18 + 18
+    (["sliding"] * 5 + ["full"] + ["sliding"] * 5 + ["full"] + ["sliding"] * 5 + ["full"] + ["sliding"] * 5
+     + ["full"] + ["sliding"] * 5 + ["full"] + ["sliding"] * 4, 35),   # 5 full + 29 sliding
+    (["sliding"] * 52 + ["full"] * 10, 70),      # Gemma-3-27B: 52 sliding -> 6 groups of 10, + 1
+    (["sliding"] * 12 + ["full"] * 13, 26),      # under 1.5x: group 13, 12 sliding padded to 13
+])
+def test_kv_layer_slots_follow_vllm_grouping(types, slots):
+    assert sizing._kv_layer_slots(types) == slots
+
+
+def test_layer_types_from_config():
+    gemma3 = {"sliding_window": 1024, "sliding_window_pattern": 6}
+    assert sizing._layer_types(gemma3, "gemma3_text", 12, "m").count("full") == 2
+    assert sizing._layer_types({"sliding_window": 4096}, "gemma2", 4, "m") == ["sliding", "full", "sliding", "full"]
+    assert sizing._layer_types({"sliding_window": 4096}, "mistral", 3, "m") == ["sliding"] * 3
+    assert sizing._layer_types({"sliding_window": 4096, "use_sliding_window": False}, "qwen2", 2, "m") == ["full"] * 2
+    oss = MODELS["gpt-oss-120b"]
+    assert sizing.parse_model_config(dict(oss, layer_types=["sliding_attention", "full_attention"] * 18))[
+        "kv_layer_slots"] == 36
+    with pytest.raises(SizingError) as err:
+        sizing.parse_model_config(dict(oss, layer_types=["full_attention"] * 3))
+    assert err.value.field == "model_config.layer_types"
+    nxt = sizing.parse_model_config(dict(MODELS["llama-3.1-8b"], layer_types=["linear_attention", "full_attention"] * 16))
+    assert any("linear attention" in w for w in nxt["warnings"])
+
+
+def test_gemma3_27b_tokens_follow_the_padded_slots():
+    # Gemma-3-27B text: 62 layers (52 sliding, 10 full), 16 kv heads of 128 -> 70 slots per token
+    cfg = {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_size": 5376,
+           "num_hidden_layers": 62, "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
+           "intermediate_size": 21504, "vocab_size": 262208, "tie_word_embeddings": True,
+           "torch_dtype": "bfloat16", "max_position_embeddings": 131072, "sliding_window": 1024,
+           "sliding_window_pattern": 6}
+    est = estimate(model_config=cfg, gpu_model="H100-80GB", max_model_len=8192, gpu_memory_utilization=0.95)
+    per_token = 2 * 70 * 16 * 128 * 2
+    assert est["kv_cache_bytes_per_token"] == per_token
+    assert est["kv_cache_tokens"] == pytest.approx(est["kv_cache_gib_per_gpu"] * GIB / per_token, rel=0.001)
+    assert any("70 layer slots (for 62 layers)" in w for w in est["warnings"])
+
+
+@pytest.mark.parametrize("extra,moe_ids", [
+    ({"first_k_dense_replace": 1}, list(range(1, 8))),                    # DeepSeek dense first layer
+    ({"first_k_dense_replace": 1, "moe_layer_freq": 2}, [2, 4, 6]),      # DeepSeek every 2nd layer
+    ({"decoder_sparse_step": 2}, [1, 3, 5, 7]),                          # Qwen-MoE (i + 1) % step
+    ({"mlp_only_layers": [0, 7]}, list(range(1, 7))),                   # Qwen-MoE dense exceptions
+])
+def test_moe_layer_selection(extra, moe_ids):
+    cfg = dict(TINY, num_hidden_layers=8, num_experts=4, moe_intermediate_size=32, **extra)
+    arch = sizing.parse_model_config(cfg)
+    assert arch["moe_layer_ids"] == moe_ids
+    none = {"method": "none"}
+    h = 64
+    dense = 3 * h * 128 * 2
+    moe = 4 * 3 * h * 32 * 2 + h * 4 * 2  # 4 experts + the 16-bit router
+    base = sizing.weight_bytes(sizing.parse_model_config(dict(TINY, num_hidden_layers=8)), none, 1)["checkpoint_total"]
+    got = sizing.weight_bytes(arch, none, 1)["checkpoint_total"]
+    assert got - base == len(moe_ids) * (moe - dense)
+
+
+def test_mla_kv_matches_vllm_admission_log():
+    # vllm#15871 (v0.8.3, DeepSeek-V2-Lite-Chat): "To serve at least one request with the models's
+    # max seq len (32768), (0.95 GiB KV cache is needed": 27 layers x (512 + 64) x 2 B x 32768
+    est = fit(DEEPSEEK_V2_LITE, max_model_len=32768)
+    assert est["kv_cache_bytes_per_token"] * 32768 / GIB == pytest.approx(0.95, abs=0.005)

@@ -141,3 +141,24 @@ def test_documentation_matches_argument_spec():
     returned = yaml.safe_load(model_fit.RETURN)
     ok, result = run({"model_config": MODELS["llama-3.1-8b"], "gpu_model": "L4", "max_model_len": 4096})
     assert set(returned) <= set(result)
+
+
+def test_pipeline_parallel_size_is_passed_through():
+    # llm-d-planner v0.19: Llama-3.1-8B with PP2 loads 7.51 GiB per GPU
+    ok, result = run({"model_config": MODELS["llama-3.1-8b"], "gpu_model": "H100-80GB", "max_model_len": 8192,
+                      "gpu_memory_utilization": 0.95, "pipeline_parallel_size": 2})
+    assert ok and result["pipeline_parallel_size"] == 2 and result["pipeline_stage_layers"] == [16, 16]
+    assert result["weights_gib_per_gpu"] == 7.51
+    assert "--pipeline-parallel-size" in result["recommended"]["args"]
+    ok, result = run({"model_config": MODELS["llama-3.1-8b"], "gpu_model": "H100-80GB", "max_model_len": 8192,
+                      "pipeline_parallel_size": 0})
+    assert not ok and result["field"] == "pipeline_parallel_size"
+
+
+def test_mxfp4_checkpoint_through_the_module():
+    # vllm#33155: gpt-oss-120b on one H100, Triton MXFP4 kernel, "Model loading took 64.38 GiB"
+    ok, result = run({"model_config": MODELS["gpt-oss-120b"], "gpu_model": "H100-80GB", "vllm_version": "0.14.1",
+                      "max_model_len": 8192})
+    assert ok and result["quantization"]["method"] == "mxfp4" and result["quantization"]["backend"] == "triton"
+    assert result["weights_gib_per_gpu"] == pytest.approx(64.38, rel=0.01)
+    assert "--quantization" not in result["recommended"]["args"]
