@@ -85,7 +85,9 @@ results:
       type: list
       elements: str
       returned: when the object is updated to remove fields
-      sample: [data.b, spec.template.spec.containers[name=vllm].resources.limits.cpu]
+      sample:
+        - data.b
+        - "spec.template.spec.containers[name=vllm].resources.limits.cpu"
 counts:
   description: Number of manifests per action.
   returned: always
