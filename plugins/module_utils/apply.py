@@ -203,8 +203,9 @@ def removed_paths(desired: dict, live: dict | None, manager: str) -> list:
     out = []
     for path in manager_paths(live, manager, desired.get("apiVersion")):
         if lookup(live, path) is not _MISSING and lookup(desired, path, exact=False) is _MISSING:
-            # The item's key fields are how the list names it: the item goes as a whole.
-            if len(path) >= 2 and path[-2][0] == "k" and path[-1][0] == "f" and path[-1][1] in dict(path[-2][1]):
+            # A key field of an item that the manifest no longer has: the item goes as a whole.
+            if (len(path) >= 2 and path[-2][0] == "k" and path[-1][0] == "f" and path[-1][1] in dict(path[-2][1])
+                    and lookup(desired, path[:-1], exact=False) is _MISSING):
                 path = path[:-1]
             out.append(path)
     return _minimal(out)

@@ -217,6 +217,18 @@ def test_a_key_field_the_server_defaulted_still_names_our_list_item():
     assert _texts(desired, live) == ["spec.template.spec.containers[name=x].ports[containerPort=8000,protocol=TCP]"]
 
 
+def test_a_key_field_we_stop_setting_is_stale_but_its_item_stays():
+    """protocol: TCP applied explicitly, then left to the default: the port stays, our protocol goes."""
+    live = _deployment_live()
+    port = DEPLOY_FIELDS["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"x\"}"]["f:ports"]
+    fields = copy.deepcopy(DEPLOY_FIELDS)
+    fields["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"x\"}"]["f:ports"] = {
+        k: dict(v, **{"f:protocol": {}}) for k, v in port.items()}
+    live["metadata"]["managedFields"][0]["fieldsV1"] = fields
+    assert _texts(_deployment(), live) == [
+        "spec.template.spec.containers[name=x].ports[containerPort=8000,protocol=TCP].protocol"]
+
+
 def test_an_atomic_list_is_stale_only_when_we_drop_it():
     desired = _deployment()
     live = _deployment_live()
