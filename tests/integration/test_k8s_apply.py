@@ -48,13 +48,17 @@ def namespace(testbed):
     v1.delete_namespace(name)
 
 
-def k8s_apply(testbed, tmp_path, namespace, definitions, check=False):
-    """Run the module once; returns its registered result (with the diff) and the raw JSON text."""
+def run_apply(testbed, tmp_path, namespace, definitions, check=False):
+    """Run the module once; returns its registered result (with the diff) and the play's whole JSON output."""
     extra = {"ansible_python_interpreter": sys.executable, "definitions": definitions, "namespace": namespace}
     rc, data = run_play_json(testbed, tmp_path, PLAYBOOK, extra, check)
     result = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
     assert rc == 0, json.dumps(result)[-4000:]
     return result, json.dumps(data)
+
+
+def k8s_apply(testbed, tmp_path, namespace, definitions, check=False):
+    return run_apply(testbed, tmp_path, namespace, definitions, check)[0]
 
 
 def our_writes(testbed, marker, namespace):
@@ -95,7 +99,7 @@ def test_a_dropped_field_is_removed_and_the_rerun_writes_nothing(testbed, namesp
     drop, removed_path, field_of = CASES[case]
     name = "m-%s" % case
     first = deployment(name, **FULL)
-    result, _ = k8s_apply(testbed, tmp_path, namespace, [first])
+    result = k8s_apply(testbed, tmp_path, namespace, [first])
     assert result["changed"] is True and result["results"][0]["action"] == "create"
     assert field_of(_live(testbed, namespace, name)) is not None
     # Another manager's label on the same object: ours to leave alone.
@@ -104,14 +108,14 @@ def test_a_dropped_field_is_removed_and_the_rerun_writes_nothing(testbed, namesp
 
     second = deployment(name, **dict(FULL, **drop))
     marker = testbed.audit_marker()
-    result, _ = k8s_apply(testbed, tmp_path, namespace, [second], check=True)
+    result = k8s_apply(testbed, tmp_path, namespace, [second], check=True)
     assert result["changed"] is True and result["results"][0]["removed"] == [removed_path], result["results"]
     before, after = result["diff"]["before"][0], result["diff"]["after"][0]
     assert field_of(before) is not None and field_of(after) is None, result["diff"]
     assert our_writes(testbed, marker, namespace) == []
     assert field_of(_live(testbed, namespace, name)) is not None
 
-    result, _ = k8s_apply(testbed, tmp_path, namespace, [second])
+    result = k8s_apply(testbed, tmp_path, namespace, [second])
     assert result["changed"] is True and result["results"][0]["action"] == "update"
     live = _live(testbed, namespace, name)
     assert field_of(live) is None, live
@@ -121,9 +125,9 @@ def test_a_dropped_field_is_removed_and_the_rerun_writes_nothing(testbed, namesp
     assert live["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "1Gi"
 
     marker = testbed.audit_marker()
-    result, _ = k8s_apply(testbed, tmp_path, namespace, [second])
+    result = k8s_apply(testbed, tmp_path, namespace, [second])
     assert result["changed"] is False and result["counts"] == {"unchanged": 1}
-    result, _ = k8s_apply(testbed, tmp_path, namespace, [second], check=True)
+    result = k8s_apply(testbed, tmp_path, namespace, [second], check=True)
     assert result["changed"] is False
     assert our_writes(testbed, marker, namespace) == []
 
@@ -133,11 +137,11 @@ def test_the_configmap_of_the_issue(testbed, namespace, tmp_path):
     k8s_apply(testbed, tmp_path, namespace, [cm])
     cm = copy.deepcopy(cm)
     del cm["data"]["b"]
-    result, _ = k8s_apply(testbed, tmp_path, namespace, [cm])
+    result = k8s_apply(testbed, tmp_path, namespace, [cm])
     assert result["changed"] is True and result["results"][0]["removed"] == ["data.b"]
     assert client.CoreV1Api(testbed.api).read_namespaced_config_map("issue-14", namespace).data == {"a": "1"}
     marker = testbed.audit_marker()
-    result, _ = k8s_apply(testbed, tmp_path, namespace, [cm])
+    result = k8s_apply(testbed, tmp_path, namespace, [cm])
     assert result["changed"] is False
     assert our_writes(testbed, marker, namespace) == []
 
@@ -147,7 +151,7 @@ def test_a_secret_value_is_never_registered(testbed, namespace, tmp_path):
     values = [token, other] + [base64.b64encode(v.encode()).decode() for v in (token, other)]
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf-token"},
               "stringData": {"token": token}, "data": {"other": values[3]}}
-    result, text = k8s_apply(testbed, tmp_path, namespace, [secret])
+    result, text = run_apply(testbed, tmp_path, namespace, [secret])
     assert result["changed"] is True
     assert not [v for v in values if v in text], "a secret value is in the registered result"
     assert result["diff"]["after"][0]["data"] == {"token": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER",
@@ -158,12 +162,12 @@ def test_a_secret_value_is_never_registered(testbed, namespace, tmp_path):
 
     # Compared by the real value: the same is unchanged, a new one is a change, and still hidden.
     marker = testbed.audit_marker()
-    result, text = k8s_apply(testbed, tmp_path, namespace, [secret])
+    result = k8s_apply(testbed, tmp_path, namespace, [secret])
     assert result["changed"] is False and our_writes(testbed, marker, namespace) == []
     new = "hf_%s" % uuid.uuid4().hex
     secret = dict(secret, stringData={"token": new})
     del secret["data"]
-    result, text = k8s_apply(testbed, tmp_path, namespace, [secret])
+    result, text = run_apply(testbed, tmp_path, namespace, [secret])
     assert result["changed"] is True and result["results"][0]["removed"] == ["data.other"]
     assert not [v for v in values + [new, base64.b64encode(new.encode()).decode()] if v in text]
     stored = client.CoreV1Api(testbed.api).read_namespaced_secret("hf-token", namespace).data

@@ -34,5 +34,5 @@ def test_the_echoed_arguments_carry_the_keys_but_no_secret_value():
 
 
 def test_without_a_secret_ansible_echoes_the_arguments_itself():
-    manifests = load_definitions(DEFINITIONS.split("---")[0])
+    manifests = load_definitions(DEFINITIONS.split("---", maxsplit=1)[0])
     assert redacted_invocation({"definitions": DEFINITIONS}, manifests) is None
