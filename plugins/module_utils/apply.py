@@ -249,10 +249,24 @@ def atomic_paths_changed(desired: dict, live: dict | None, manager: str) -> list
     return _minimal(out)
 
 
-def stale_paths(desired: dict, live: dict | None, manager: str) -> list:
+def stale_paths(desired: dict, live: dict | None, manager: str, dry_run=None) -> list:
     """Everything a new apply of ``desired`` would remove from ``live``: see removed_paths and
-    atomic_paths_changed. Empty when the live object has no Apply entry of ours."""
-    return _minimal(removed_paths(desired, live, manager) + atomic_paths_changed(desired, live, manager))
+    atomic_paths_changed. Empty when the live object has no Apply entry of ours.
+
+    A key that only the live value of an atomic field has may be one the server defaulted there
+    (a fieldRef's ``apiVersion: v1``), not one we dropped; nothing in managedFields tells them
+    apart. So when atomic fields are all that looks different, ``dry_run()`` (a server-side dry
+    run of the apply, which persists nothing) says what the server would store, and an atomic
+    field counts only when that differs from the live value; when the dry run fails, none does.
+    Without ``dry_run`` they count.
+    """
+    removed = removed_paths(desired, live, manager)
+    atomic = atomic_paths_changed(desired, live, manager)
+    if atomic and not removed and dry_run is not None:
+        would_be = dry_run()
+        # A failed dry run (a conflict, say) leaves the subset test to decide, as before.
+        atomic = [p for p in atomic if would_be is not None and lookup(would_be, p) != lookup(live, p)]
+    return _minimal(removed + atomic)
 
 
 def path_text(path) -> str:
@@ -337,6 +351,16 @@ class Applier:
             manifest["metadata"] = dict(manifest.get("metadata") or {}, namespace=namespace)
         return manifest
 
+    def _dry_run(self, manifest: dict):
+        """A callable that returns the object as this apply would leave it (a server-side dry run,
+        nothing persisted), or None when the dry run fails (then the apply decides as before)."""
+        def run():
+            try:
+                return self.k8s.apply(manifest, force=self.force, dry_run=True)
+            except K8sError:
+                return None
+        return run
+
     def present(self, manifest: dict, check_mode: bool = False, namespace: str | None = None) -> dict:
         manifest = self._namespace_default(manifest, namespace)
         meta = manifest.get("metadata") or {}
@@ -346,10 +370,10 @@ class Applier:
         kind = manifest.get("kind")
         result = {"ref": ref(manifest), "changed": False, "action": "unchanged"}
         # Fields our manager applied earlier that this manifest drops: apply removes them.
-        stale = stale_paths(desired, live, self.manager) if live is not None else []
-        if live is not None and not stale and is_subset(
-                {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")},
-                {k: v for k, v in live.items() if k not in ("apiVersion", "kind")}):
+        subset = live is not None and is_subset({k: v for k, v in desired.items() if k not in ("apiVersion", "kind")},
+                                                {k: v for k, v in live.items() if k not in ("apiVersion", "kind")})
+        stale = stale_paths(desired, live, self.manager, self._dry_run(manifest) if subset else None) if live is not None else []
+        if subset and not stale:
             return result
         before = _strip_for_diff(live, desired)
         for path in stale:

@@ -289,9 +289,10 @@ class FakeK8s:
     for the fields of these tests (our applied config replaces what our manager owned)."""
     field_manager = MANAGER
 
-    def __init__(self, live=None, apply_result=None):
+    def __init__(self, live=None, apply_result=None, dry_run_result=None):
         self.live = live
         self.apply_result = apply_result
+        self.dry_run_result = dry_run_result  # an exception instance is raised
         self.calls = []
 
     def resource_info(self, api_version, kind):
@@ -302,6 +303,11 @@ class FakeK8s:
         return copy.deepcopy(self.live)
 
     def apply(self, manifest, force=False, dry_run=False):
+        if dry_run:
+            self.calls.append(("DRYRUN", manifest["kind"], manifest["metadata"]["name"]))
+            if isinstance(self.dry_run_result, Exception):
+                raise self.dry_run_result
+            return copy.deepcopy(self.dry_run_result)
         self.calls.append(("APPLY", manifest["kind"], manifest["metadata"]["name"]))
         self.live = copy.deepcopy(self.apply_result)
         return copy.deepcopy(self.live)
@@ -310,7 +316,7 @@ class FakeK8s:
         self.calls.append(("DELETE", kind, name))
 
     def writes(self):
-        return [c for c in self.calls if c[0] != "GET"]
+        return [c for c in self.calls if c[0] not in ("GET", "DRYRUN")]
 
 
 def _configmap_after_prune():
@@ -351,8 +357,12 @@ def test_apply_prunes_then_a_rerun_sends_nothing():
 def test_diff_of_a_dropped_nodeselector_key_shows_the_whole_old_selector():
     desired = _deployment()
     del desired["spec"]["template"]["spec"]["nodeSelector"]["zone"]
-    r = apply.Applier(FakeK8s(_deployment_live())).present(desired, check_mode=True)
+    would_be = _deployment_live()
+    would_be["spec"]["template"]["spec"]["nodeSelector"] = {"pool": "gpu"}
+    k8s = FakeK8s(_deployment_live(), dry_run_result=would_be)
+    r = apply.Applier(k8s).present(desired, check_mode=True)
     assert r["changed"] is True and r["removed"] == ["spec.template.spec.nodeSelector"]
+    assert k8s.writes() == [] and ("DRYRUN", "Deployment", "d") in k8s.calls
     assert r["diff"]["before"]["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "gpu", "zone": "z1"}
     assert r["diff"]["after"]["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "gpu"}
 
@@ -425,3 +435,45 @@ def test_deleting_a_secret_shows_no_value():
     k8s = FakeK8s(_secret_live(SECRET_B64))
     r = apply.Applier(k8s).absent(_secret(), check_mode=True)
     assert r["changed"] is True and SECRET_B64 not in json.dumps(r)
+
+
+def _with_field_ref(obj, live):
+    """An env var from the downward API; fieldRef is atomic, and the server defaults its apiVersion."""
+    ref = {"fieldPath": "spec.nodeName"}
+    if live:
+        ref["apiVersion"] = "v1"
+        fields = obj["metadata"]["managedFields"][0]["fieldsV1"]
+        env = fields["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"x\"}"]["f:env"]
+        env["k:{\"name\":\"NODE_NAME\"}"] = {".": {}, "f:name": {}, "f:valueFrom": {"f:fieldRef": {}}}
+    obj["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "NODE_NAME", "valueFrom": {"fieldRef": ref}})
+    return obj
+
+
+def test_a_key_the_server_defaulted_in_an_atomic_field_is_no_drift():
+    """What a dry run of the apply would store decides; a rerun then writes nothing (a real apiserver's
+    fieldRef, as the device plugin's GFD DaemonSet has it)."""
+    desired, live = _with_field_ref(_deployment(), False), _with_field_ref(_deployment_live(), True)
+    field_ref = "spec.template.spec.containers[name=x].env[name=NODE_NAME].valueFrom.fieldRef"
+    assert _texts(desired, live) == [field_ref]  # without the dry run it looks dropped
+    k8s = FakeK8s(copy.deepcopy(live), dry_run_result=copy.deepcopy(live))
+    assert apply.stale_paths(apply.comparable(desired), live, MANAGER, lambda: k8s.apply(desired, dry_run=True)) == []
+    r = apply.Applier(k8s).present(desired)
+    assert r == {"ref": "Deployment probe/d", "changed": False, "action": "unchanged"} and k8s.writes() == []
+    r = apply.Applier(k8s).present(desired, check_mode=True)
+    assert r["changed"] is False
+
+
+def test_a_failed_dry_run_leaves_the_subset_test_to_decide():
+    from ansible_collections.gpuops.llm.plugins.module_utils.k8s import K8sConflict
+
+    desired, live = _with_field_ref(_deployment(), False), _with_field_ref(_deployment_live(), True)
+    k8s = FakeK8s(live, dry_run_result=K8sConflict("conflict", status=409))
+    assert apply.Applier(k8s).present(desired, check_mode=True)["changed"] is False
+
+
+def test_no_dry_run_when_the_subset_test_or_a_removed_path_already_decides():
+    k8s = FakeK8s(_configmap_live())
+    apply.Applier(k8s).present(_configmap({"a": "1"}, {"team": "a"}), check_mode=True)  # removed paths
+    apply.Applier(k8s).present(_configmap({"a": "1", "b": "3"}), check_mode=True)  # not a subset
+    apply.Applier(k8s).present(_configmap({"a": "1", "b": "2"}), check_mode=True)  # nothing atomic
+    assert [c for c in k8s.calls if c[0] == "DRYRUN"] == []
