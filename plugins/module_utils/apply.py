@@ -15,6 +15,10 @@ the live object first, and nothing is sent when both of these hold:
   would never see a key dropped from a ConfigMap, a label or a limit). Fields that other
   managers own, and fields the server defaulted, are never in our manager's set.
 
+An atomic field (a nodeSelector, a fieldRef) is owned whole, so a key only its live value has
+may be one we dropped or one the server defaulted; when such keys are all that looks different,
+a server-side dry run of the apply (nothing persisted, no write) decides.
+
 When it differs we apply with the one field manager, and report ``changed`` from the
 resourceVersion, so an apply that the server found to be a no-op is not reported as a change
 either. Secret values never leave in a result or a diff (``redact``).

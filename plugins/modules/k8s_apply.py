@@ -16,7 +16,9 @@ description:
   - A field that this field manager applied earlier and the manifest no longer sets (a ConfigMap
     key, a label, a nodeSelector key, a resource limit) is removed, as server-side apply removes
     it; the live object's C(managedFields) say which fields are ours. Fields that other field
-    managers own are left alone.
+    managers own are left alone. When only an atomic field (a nodeSelector, a fieldRef) looks
+    different, a server-side dry run of the apply decides, so a key the server defaulted in it is
+    not taken for a change; a dry run persists nothing.
   - The values of a Secret's C(data) and C(stringData) never appear in the result or the diff
     (the keys do); they are still compared to decide whether to apply.
   - O(state=absent) deletes the objects that exist.
