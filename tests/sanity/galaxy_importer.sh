@@ -61,6 +61,9 @@ grep -E '^(ERROR|WARNING|CRITICAL)' "$tmp/importer.log" || true
 if [[ $rc -ne 0 || $errors -ne 0 ]] || ! grep -q 'Importer processing completed successfully' "$tmp/importer.log"; then
   echo "--- galaxy-importer output (last 80 lines)"
   tail -n 80 "$tmp/importer.log"
+  if grep -q 'Timeout on call to ansible-lint' "$tmp/importer.log"; then
+    echo "NOTE: the importer gives ansible-lint a fixed 180 s; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
+  fi
   echo "FAIL: galaxy-importer exit $rc, $errors ERROR lines"
   exit 1
 fi
