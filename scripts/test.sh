@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every test tier: unit, integration on the local testbed, the molecule scenario, ansible-lint,
-# ansible-test sanity, and the collection build + install check. Exits non-zero if any tier fails.
+# ansible-test sanity, the collection build + install check and galaxy-importer. Exits non-zero if any tier fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh || exit 1
@@ -23,6 +23,9 @@ rm -rf "$MOLECULE_HOME"
 
 step "collection build + install"
 bash tests/sanity/build_install.sh || rc=1
+
+step "galaxy-importer (Galaxy's own import checks on the built tarball; own venv under .cache/)"
+bash tests/sanity/galaxy_importer.sh || rc=1
 
 step "ansible-lint (production profile)"
 ansible-lint --profile production || rc=1

@@ -10,8 +10,17 @@ version_added: 0.1.0
 description:
   - Applies many manifests in one task with server-side apply and the field manager C(gpuops.llm).
   - Each manifest is first compared with the live object; when every field it sets is already
-    there with the same value, no request is sent. A converged cluster therefore sees no write
-    calls on a rerun (M(kubernetes.core.k8s) sends one PATCH per object per run).
+    there with the same value, and no field it applied before is missing from it, no request is
+    sent. A converged cluster therefore sees no write calls on a rerun (M(kubernetes.core.k8s)
+    sends one PATCH per object per run).
+  - A field that this field manager applied earlier and the manifest no longer sets (a ConfigMap
+    key, a label, a nodeSelector key, a resource limit) is removed, as server-side apply removes
+    it; the live object's C(managedFields) say which fields are ours. Fields that other field
+    managers own are left alone. When only an atomic field (a nodeSelector, a fieldRef) looks
+    different, a server-side dry run of the apply decides, so a key the server defaulted in it is
+    not taken for a change; a dry run persists nothing.
+  - The values of a Secret's C(data) and C(stringData) never appear in the result or the diff
+    (the keys do); they are still compared to decide whether to apply.
   - O(state=absent) deletes the objects that exist.
 author:
   - gpuops.llm contributors (@gpuops)
@@ -20,10 +29,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Compares only; sends no write request.
+    description: Compares only; sends no write request, and predicts the same C(changed), removals included.
   diff_mode:
     support: full
-    description: Before and after of the fields each manifest sets.
+    description: Before and after of the fields each manifest sets, and of the fields it would remove.
 options:
   definitions:
     description:
@@ -71,6 +80,16 @@ results:
     changed:
       description: Whether this object changed.
       type: bool
+    removed:
+      description:
+        - Fields this field manager had applied that the manifest no longer sets, which the apply
+          removes (returned only when there are some).
+      type: list
+      elements: str
+      returned: when the object is updated to remove fields
+      sample:
+        - data.b
+        - "spec.template.spec.containers[name=vllm].resources.limits.cpu"
 counts:
   description: Number of manifests per action.
   returned: always
@@ -84,7 +103,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.gpuops.llm.plugins.module_utils.k8s import AUTH_ARG_SPEC, AUTH_KEYS, K8s, K8sError
-from ansible_collections.gpuops.llm.plugins.module_utils.apply import Applier
+from ansible_collections.gpuops.llm.plugins.module_utils.apply import Applier, redact
 
 try:
     import yaml
@@ -121,6 +140,17 @@ def load_definitions(raw):
     return out
 
 
+def redacted_invocation(params, manifests):
+    """What to return as ``invocation`` when a manifest is a Secret, else None (Ansible's own).
+
+    Ansible returns a module's arguments with its result; ``definitions`` then goes back with
+    every Secret's values replaced (keys kept) instead of as given.
+    """
+    if not any(m.get("kind") == "Secret" for m in manifests):
+        return None
+    return {"module_args": dict(params, definitions=[redact(m) for m in manifests])}
+
+
 def main():
     spec = copy.deepcopy(AUTH_ARG_SPEC)
     spec.update(
@@ -138,6 +168,7 @@ def main():
         manifests = load_definitions(p["definitions"])
     except (ValueError, yaml.YAMLError) as exc:
         module.fail_json(msg="definitions: %s" % to_native(exc))
+    invocation = redacted_invocation(p, manifests)
     results = []
     try:
         applier = Applier(K8s.from_params({k: p.get(k) for k in AUTH_KEYS}, field_manager=p["field_manager"]),
@@ -149,7 +180,8 @@ def main():
             else:
                 results.append(applier.absent(m, module.check_mode, p["namespace"]))
     except K8sError as exc:
-        module.fail_json(msg=to_native(exc), results=results)
+        extra = {"invocation": invocation} if invocation else {}
+        module.fail_json(msg=to_native(exc), results=results, **extra)
     counts = {}
     for r in results:
         counts[r["action"]] = counts.get(r["action"], 0) + 1
@@ -157,6 +189,8 @@ def main():
     out = dict(changed=any(r["changed"] for r in results), results=results, counts=counts)
     if module._diff and diffs:
         out["diff"] = {"before": [d["before"] for d in diffs], "after": [d["after"] for d in diffs]}
+    if invocation:
+        out["invocation"] = invocation
     module.exit_json(**out)
 
 
