@@ -65,7 +65,7 @@ options:
       quantization:
         description: Weight format; omit to take it from the config's C(quantization_config) (or V(none)).
         type: str
-        choices: [none, fp8, int8, awq, gptq, bitnet]
+        choices: [none, fp8, int8, awq, gptq, bitnet, bitsandbytes, mxfp4, nvfp4, w4a16]
       max_model_len:
         description: vLLM's C(--max-model-len); default the config's C(max_position_embeddings).
         type: int

@@ -668,3 +668,11 @@ def test_pod_monitor_conforms_to_prometheus_operator_and_kube_prometheus_stack(r
     assert all(pod_labels.get(k) == v for k, v in pm["spec"]["selector"]["matchLabels"].items())
     port_names = {p.get("name") for c in dep["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
     assert {ep["port"] for ep in pm["spec"]["podMetricsEndpoints"]} <= port_names
+
+
+def test_vllm_service_quantization_choices_are_model_fits():
+    # The role passes quantization straight to model_fit, so its argument spec must accept
+    # exactly the formats sizing knows: one home for the list (sizing.QUANTIZATION_METHODS).
+    spec = yaml.safe_load((ROOT / "roles" / "vllm_service" / "meta" / "argument_specs.yml").read_text())
+    models = spec["argument_specs"]["main"]["options"]["vllm_service_models"]["options"]
+    assert models["quantization"]["choices"] == list(sizing.QUANTIZATION_METHODS)

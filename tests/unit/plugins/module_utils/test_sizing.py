@@ -613,10 +613,10 @@ def test_mxfp4_needs_a_quantized_checkpoint():
 def test_nvfp4_bytes_and_configs():
     # 64 x 32 layer: 4-bit values 1024 B + fp8 scale per 16 inputs (32 x 4 = 128 B) + two fp32 globals
     assert sizing._linear_bytes(64, 32, {"method": "nvfp4", "group_size": 16}) == 1024 + 128 + 8
-    modelopt, _ = _q({"quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 16,
-                      "exclude_modules": ["lm_head"]})
-    ct, _ = _q({"quant_method": "compressed-tensors", "ignore": ["lm_head"], "config_groups": {
-        "group_0": {"weights": {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16}}}})
+    modelopt = _q({"quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 16,
+                  "exclude_modules": ["lm_head"]})[0]
+    ct = _q({"quant_method": "compressed-tensors", "ignore": ["lm_head"], "config_groups": {
+        "group_0": {"weights": {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16}}}})[0]
     assert modelopt["method"] == ct["method"] == "nvfp4"
     with pytest.raises(SizingError) as err:
         _q({"quant_method": "modelopt"})
@@ -638,10 +638,10 @@ def test_bitsandbytes_bytes():
 
 
 def test_bitsandbytes_checkpoint_and_in_flight():
-    q4, _ = _q({"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
-                "bnb_4bit_use_double_quant": True})
+    q4 = _q({"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+            "bnb_4bit_use_double_quant": True})[0]
     assert (q4["method"], q4["bits"], q4["group_size"], q4["double_quant"]) == ("bitsandbytes", 4, 64, True)
-    q8, _ = _q({"quant_method": "bitsandbytes", "load_in_8bit": True})
+    q8 = _q({"quant_method": "bitsandbytes", "load_in_8bit": True})[0]
     assert q8["bits"] == 8
     for qcfg, field in [({"quant_method": "bitsandbytes"}, "load_in_4bit"),
                         ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "bnb_4bit_quant_type")]:
@@ -667,20 +667,20 @@ def _ct(weights, **extra):
 
 
 def test_compressed_tensors_formats_exact_bytes():
-    w4a16, _ = _q(_ct({"num_bits": 4, "type": "int", "strategy": "group", "group_size": 128, "symmetric": True}))
+    w4a16 = _q(_ct({"num_bits": 4, "type": "int", "strategy": "group", "group_size": 128, "symmetric": True}))[0]
     assert w4a16["method"] == "w4a16"
     # 256 x 64: 8192 B of int4 + a 16-bit scale per group of 128 inputs (2 groups x 64 outputs)
     assert sizing._linear_bytes(256, 64, w4a16) == 8192 + 2 * 64 * 2
     asym = dict(w4a16, symmetric=False)
     assert sizing._linear_bytes(256, 64, asym) == 8192 + 2 * 64 * 2 + 2 * 64 * 0.5
-    block, _ = _q(_ct({"num_bits": 8, "type": "float", "strategy": "block", "block_structure": [128, 128]}))
+    block = _q(_ct({"num_bits": 8, "type": "float", "strategy": "block", "block_structure": [128, 128]}))[0]
     # 256 x 384: 1 B per weight + an fp32 scale per 128 x 128 tile (3 x 2 tiles)
     assert sizing._linear_bytes(256, 384, block) == 256 * 384 + 6 * 4
-    channel, _ = _q(_ct({"num_bits": 8, "type": "float", "strategy": "channel"}))
+    channel = _q(_ct({"num_bits": 8, "type": "float", "strategy": "channel"}))[0]
     assert sizing._linear_bytes(256, 384, channel) == 256 * 384 + 384 * 4
-    int8, _ = _q(_ct({"num_bits": 8, "type": "int", "strategy": "channel"}))
+    int8 = _q(_ct({"num_bits": 8, "type": "int", "strategy": "channel"}))[0]
     assert int8["method"] == "int8" and sizing._linear_bytes(256, 384, int8) == 256 * 384 + 384 * 4
-    fp8_block, _ = _q({"quant_method": "fp8", "weight_block_size": [128, 128]})
+    fp8_block = _q({"quant_method": "fp8", "weight_block_size": [128, 128]})[0]
     assert fp8_block["block"] == [128, 128]
 
 
@@ -709,7 +709,7 @@ def test_ignore_lists_keep_modules_16_bit():
     attn = 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024)
     scales = 32 * (4096 + 1024 + 1024 + 4096) * 4
     assert _bytes(_ct(w8a8, ignore=["lm_head", "re:.*self_attn.*"])) - base == attn - scales
-    _, warnings = _q(_ct(w8a8, ignore=["model.layers.0.mlp.down_proj"]))
+    warnings = _q(_ct(w8a8, ignore=["model.layers.0.mlp.down_proj"]))[1]
     assert any("model.layers.0.mlp.down_proj" in w for w in warnings)
     with pytest.raises(SizingError) as err:
         _q(_ct(w8a8, ignore="lm_head"))
