@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.gpuops.llm.plugins.module_utils.k8s import (
@@ -564,18 +565,44 @@ def _needs_precondition(patch):
     return "spec" in (patch or {})
 
 
+def awaiting_gpu_product(pools, plan, nodes):
+    """Names of the nodes whose pool sets a gpu_type_label but whose GFD product label is not
+    usable yet, in plan order."""
+    by_name = {_meta(n).get("name"): n for n in nodes}
+    return [name for pool in pools if pool.get("gpu_type_label")
+            for name in plan["pool_nodes"][pool["name"]]
+            if not gpu_type_from_product(node_labels(by_name[name]).get(GFD_PRODUCT_LABEL))]
+
+
 def apply_pools(adapter, pools, check_mode=False, diff=False, release_unselected=True,
-                gpu_evidence_labels=(), conflict_retries=5, workers=PATCH_WORKERS):
+                gpu_evidence_labels=(), conflict_retries=5, workers=PATCH_WORKERS,
+                gpu_type_wait=0, wait_interval=5, clock=time.monotonic, sleep=time.sleep):
     """One LIST, the plan, then one PATCH per node that differs (none in check mode), up to
     ``workers`` at a time.
+
+    With ``gpu_type_wait`` > 0 (seconds) the LIST is repeated every ``wait_interval`` seconds
+    while a node of a pool with a gpu_type_label lacks a usable GFD product label: GFD labels a
+    node some time after its pod is Ready (a polling loop of its own), and a node labelled
+    without its gpu-type is one that no GPU-type node selector matches. Check mode never waits: on
+    a fresh cluster its GFD does not exist yet.
 
     Returns the module result (without ``changed`` semantics beyond the counts). On an API
     error part-way the raised ``K8sError`` carries ``result`` with what was done so far.
     """
     pools = normalize_pools(pools)
-    nodes = adapter.list_nodes()
-    plan = plan_pools(pools, nodes, release_unselected=release_unselected,
-                      gpu_evidence_labels=gpu_evidence_labels)
+    started = clock()
+    deadline = started + max(0, gpu_type_wait)
+    waited_for = set()  # nodes this call slept for
+    while True:
+        nodes = adapter.list_nodes()
+        plan = plan_pools(pools, nodes, release_unselected=release_unselected,
+                          gpu_evidence_labels=gpu_evidence_labels)
+        missing = awaiting_gpu_product(pools, plan, nodes)
+        left = deadline - clock()
+        if check_mode or not missing or left <= 0:
+            break
+        waited_for.update(missing)
+        sleep(min(wait_interval, left))
     pools_by_name = {p["name"]: p for p in pools}
     writes_before = adapter.write_count
     changes = {}
@@ -652,6 +679,8 @@ def apply_pools(adapter, pools, check_mode=False, diff=False, release_unselected
         "pools": pool_results,
         "changes": changes,
         "warnings": plan["warnings"],
+        "gpu_type_wait": {"nodes": sorted(waited_for), "seconds": round(clock() - started, 1) if waited_for else 0,
+                          "still_missing": missing if waited_for else []},
     }
     if diff:
         result["diff"] = {"before": diff_before, "after": diff_after}

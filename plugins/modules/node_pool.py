@@ -10,7 +10,8 @@ short_description: Label and taint whole Kubernetes node pools, owning only what
 version_added: 0.1.0
 description:
   - Applies the labels and taints of one or more node pools to the nodes each pool selects, in one
-    call, with one LIST of the cluster's nodes and one PATCH per node that differs.
+    call, with one LIST of the cluster's nodes (repeated while it waits, see O(gpu_type_wait)) and one
+    PATCH per node that differs.
   - Records the label keys and taints it manages in the node annotation
     C(gpuops.llm/node-pool.managed), so a later run removes keys dropped from the spec and never
     touches labels or taints it did not set.
@@ -125,6 +126,21 @@ options:
   conflict_retries:
     description:
       - How many times to re-read a node and retry its patch after a resourceVersion conflict.
+    type: int
+    default: 5
+  gpu_type_wait:
+    description:
+      - Seconds to wait, listing the nodes again every O(gpu_type_wait_interval) seconds, while a node of a
+        pool with O(pools[].gpu_type_label) has no usable C(nvidia.com/gpu.product) label yet. GPU Feature
+        Discovery labels a node some time after its pod is Ready, so right after the device plugin role
+        a node would otherwise be labelled without its GPU type, and no GPU-type node selector would match it.
+      - After the wait the pools are applied as they are, and a warning names the nodes still unlabelled.
+      - V(0) does not wait. Check mode never waits.
+    type: int
+    default: 0
+  gpu_type_wait_interval:
+    description:
+      - Seconds between two LIST requests while waiting, see O(gpu_type_wait).
     type: int
     default: 5
 notes:
@@ -247,6 +263,13 @@ changes:
       taints_added: ["workload=llm-inference:NoSchedule"]
       taints_removed: []
       ownership_changed: true
+gpu_type_wait:
+  description:
+    - The nodes this run waited for GFD product labels (O(gpu_type_wait)), how long it waited, and those
+      still without one when it stopped waiting.
+  returned: success
+  type: dict
+  sample: {nodes: [gpu-0], seconds: 12.0, still_missing: []}
 diff:
   description: Labels and taints of every changed node, before and after. Only in diff mode.
   returned: when diff mode is on
@@ -295,6 +318,8 @@ def argument_spec():
         release_unselected={"type": "bool", "default": True},
         gpu_evidence_labels={"type": "list", "elements": "str", "default": []},
         conflict_retries={"type": "int", "default": 5},
+        gpu_type_wait={"type": "int", "default": 0},
+        gpu_type_wait_interval={"type": "int", "default": 5},
     )
     return spec
 
@@ -304,6 +329,9 @@ def main():
     params = module.params
     if params["conflict_retries"] < 0:
         module.fail_json(msg="conflict_retries must be 0 or more, got %d" % params["conflict_retries"])
+    if params["gpu_type_wait"] < 0 or params["gpu_type_wait_interval"] < 1:
+        module.fail_json(msg="gpu_type_wait must be 0 or more and gpu_type_wait_interval 1 or more, got %d and %d"
+                         % (params["gpu_type_wait"], params["gpu_type_wait_interval"]))
     try:
         # Validate the spec before touching the cluster (and before requiring the library).
         normalize_pools(params["pools"])
@@ -321,6 +349,8 @@ def main():
             release_unselected=params["release_unselected"],
             gpu_evidence_labels=params["gpu_evidence_labels"],
             conflict_retries=params["conflict_retries"],
+            gpu_type_wait=params["gpu_type_wait"],
+            wait_interval=params["gpu_type_wait_interval"],
         )
     except NodePoolError as exc:
         module.fail_json(msg=str(exc), errors=exc.errors)

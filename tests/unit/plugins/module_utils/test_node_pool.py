@@ -19,6 +19,7 @@ import yaml
 
 from ansible_collections.gpuops.llm.plugins.module_utils.k8s import K8s
 from ansible_collections.gpuops.llm.plugins.module_utils.node_pool import (
+    GFD_PRODUCT_LABEL,
     MANAGED_ANNOTATION,
     NodePoolError,
     apply_pools,
@@ -556,3 +557,73 @@ def test_role_default_pools_mirror_the_seed_and_validate():
     assert normalized["llm-training"]["allow_empty"] is True  # the seed's training pool scales to zero
     cpu = [p for p in normalized.values() if p["kind"] == "cpu"]
     assert len(cpu) == 1 and not [t for t in cpu[0]["taints"] if t["key"] == "workload"]
+
+
+# --------------------------------------------------------------------------- waiting for GFD labels
+class LateGfdApi(FakeNodeApi):
+    """GFD labels the inference nodes only on the ``labelled_on``-th LIST, as it does a little after
+    its pod is Ready on a fresh cluster."""
+
+    def __init__(self, nodes, labelled_on):
+        self.product = {}
+        for n in nodes:
+            if n["metadata"]["labels"].get("pool") == "inference":
+                self.product[n["metadata"]["name"]] = n["metadata"]["labels"].pop(GFD_PRODUCT_LABEL)
+        super().__init__(nodes)
+        self.lists, self.labelled_on = 0, labelled_on
+
+    def call_api(self, method, url, *args, **kwargs):
+        if method == "GET" and urlsplit(url).path == "/api/v1/nodes":
+            self.lists += 1
+            if self.lists == self.labelled_on:
+                for name, product in self.product.items():
+                    self.nodes[name]["metadata"]["labels"][GFD_PRODUCT_LABEL] = product
+        return super().call_api(method, url, *args, **kwargs)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now, self.sleeps = 0.0, []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_waits_for_gfd_product_labels_before_labelling_gpu_type():
+    api, clock = LateGfdApi(_cluster(), labelled_on=3), FakeClock()
+    result = apply_pools(K8s(api), _seed_pools(), gpu_type_wait=60, wait_interval=5, clock=clock, sleep=clock.sleep)
+    assert api.lists == 3 and clock.sleeps == [5, 5]
+    assert result["gpu_type_wait"] == {"nodes": ["gpu-inf-0", "gpu-inf-1", "gpu-inf-2"], "seconds": 10.0,
+                                       "still_missing": []}
+    assert result["warnings"] == []
+    assert {api.nodes["gpu-inf-%d" % i]["metadata"]["labels"].get("gpu-type") for i in range(3)} == {"NVIDIA-A100-SXM4-40GB"}
+
+
+def test_without_a_wait_a_fresh_node_gets_no_gpu_type_and_a_warning():
+    api = LateGfdApi(_cluster(), labelled_on=3)
+    result = apply_pools(K8s(api), _seed_pools())
+    assert api.lists == 1 and result["gpu_type_wait"]["nodes"] == []
+    assert "gpu-type" not in api.nodes["gpu-inf-0"]["metadata"]["labels"]
+    assert any("gpu-inf-0" in w and GFD_PRODUCT_LABEL in w for w in result["warnings"])
+
+
+def test_wait_gives_up_after_the_timeout_and_names_the_nodes():
+    api, clock = LateGfdApi(_cluster(), labelled_on=100), FakeClock()
+    result = apply_pools(K8s(api), _seed_pools(), gpu_type_wait=12, wait_interval=5, clock=clock, sleep=clock.sleep)
+    assert clock.sleeps == [5, 5, 2] and api.lists == 4
+    assert result["gpu_type_wait"]["still_missing"] == ["gpu-inf-0", "gpu-inf-1", "gpu-inf-2"]
+    assert result["changed"] is True and len(result["warnings"]) == 3
+
+
+def test_check_mode_and_labelled_nodes_never_wait():
+    clock = FakeClock()
+    api = LateGfdApi(_cluster(), labelled_on=100)
+    apply_pools(K8s(api), _seed_pools(), check_mode=True, gpu_type_wait=60, clock=clock, sleep=clock.sleep)
+    assert api.lists == 1 and clock.sleeps == []
+    labelled = FakeNodeApi(_cluster())
+    result = apply_pools(K8s(labelled), _seed_pools(), gpu_type_wait=60, clock=clock, sleep=clock.sleep)
+    assert clock.sleeps == [] and result["gpu_type_wait"] == {"nodes": [], "seconds": 0, "still_missing": []}
