@@ -390,6 +390,17 @@ def label_value_error(value):
     return None
 
 
+# An OCI image tag (distribution spec, "Pulling manifests": [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}).
+_IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def image_tag_error(tag):
+    """None if ``tag`` is a valid image tag, else why not."""
+    if not isinstance(tag, str) or not _IMAGE_TAG.match(tag):
+        return "must be 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+    return None
+
+
 def dns_label_error(name):
     if not isinstance(name, str) or len(name) > 63 or not _DNS1123_LABEL.match(name):
         return "must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit"

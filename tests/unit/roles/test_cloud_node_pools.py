@@ -67,14 +67,20 @@ CASES = [
     {"id": "aks-bad", "provider": "aks", "aks": AKS, "pools": seed_pools()},
     {"id": "bad-taint-effect", "provider": "gke", "gke": GKE,
      "pools": seed_pools(taints=[{"key": "workload", "value": "x", "effect": "NoWay"}])},
-    # Many problems in one run: the role reports them all at once. No project/location either.
-    {"id": "bad-many", "provider": "gke", "ca": {"scale_down_gpu_utilization_threshold": 1.5}, "pools": [
+    # Go durations and an expander chain, as the autoscaler's flags take them (the same rule as
+    # roles/cluster_autoscaler; 1h30m was refused here before).
+    {"id": "ca-go-durations", "provider": "gke", "gke": GKE, "pools": seed_pools(),
+     "ca": {"scale_down_unneeded_time": "1h30m", "scale_down_delay_after_add": "90s",
+            "expander": "priority,least-waste"}},
+    # Many problems in one run: the role reports them all at once. No project/location either, a
+    # threshold above 1 and a duration in words.
+    {"id": "bad-many", "provider": "gke", "pools": [
         dict(seed_pools()[0], name="min-gt-max", min_nodes=5, max_nodes=2, initial_nodes=5),
         dict(seed_pools()[0], name="no-machine", machine_type={"eks": "g5.xlarge"}),
         dict(seed_pools()[0], name="cold-inference", min_nodes=0, initial_nodes=0),
         dict(seed_pools()[0], name="no-acc-type", accelerator={"count": 1}),
         dict(seed_pools()[0], name="untainted", taints=[]),
-    ]},
+    ], "ca": {"scale_down_gpu_utilization_threshold": 1.5, "scale_down_delay_after_add": "ten minutes"}},
 ]
 
 
@@ -231,8 +237,16 @@ def test_provider_settings_required(outcomes):
     assert "cloud_node_pools_gke.project" in msg and "cloud_node_pools_gke.location" in msg
 
 
+def test_ca_flags_take_go_durations_and_expander_chains(outcomes):
+    args = ok(outcomes, "ca-go-durations")["cluster_autoscaler"]["args"]
+    assert {"--scale-down-unneeded-time=1h30m", "--scale-down-delay-after-add=90s",
+            "--expander=priority,least-waste"} <= set(args)
+    assert 'cloud_node_pools_ca.scale_down_delay_after_add "ten minutes" is not a duration' in failed(outcomes, "bad-many")
+
+
 def test_ca_threshold_range(outcomes):
-    assert "cloud_node_pools_ca.scale_down_gpu_utilization_threshold is 1.5" in failed(outcomes, "bad-many")
+    assert "cloud_node_pools_ca.scale_down_gpu_utilization_threshold (1.5) must be a number between 0 and 1" \
+        in failed(outcomes, "bad-many")
 
 
 def test_bad_taint_effect(outcomes):

@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """roles/cluster_autoscaler's objects held against kubernetes/autoscaler at cluster-autoscaler-1.36.1.
 
-One ansible-playbook run renders the role's own templates (policy.json.j2, manifests.yml.j2) with
-its defaults and vars for each scenario, the way tasks/main.yml does. Expected values are written
+One ansible-playbook run resolves the role's policy (its vars' cluster_autoscaler_policy filter) and
+renders its manifests.yml.j2 with its defaults and vars for each scenario, the way tasks/main.yml does. Expected values are written
 out here from the upstream files (docs/conformance.md#cluster-autoscaler names each), not read from
 the role:
   - cluster-autoscaler/config/flags/flags.go (flag names),
@@ -73,7 +73,7 @@ PLAY = """
              | to_json }}}}
         mode: "0644"
       vars:
-        policy: "{{{{ lookup('ansible.builtin.template', '{role}/templates/policy.json.j2') | ansible.builtin.from_json }}}}"
+        policy: "{{{{ __cluster_autoscaler_resolved.policy }}}}"
       loop: "{{{{ scenarios | dict2items }}}}"
       loop_control: {{label: "{{{{ item.key }}}}"}}
 """
