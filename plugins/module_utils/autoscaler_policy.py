@@ -49,7 +49,7 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _flag_value(value):
+def flag_value(value):
     """A flag value as the command line spells it (Go's flag package reads true/false)."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -209,17 +209,17 @@ def policy(settings):
     cloud = cloud_policy(settings)
     cloud_provider = provider(settings)
     flags = {
-        "scale-down-unneeded-time": _flag_value(settings["scale_down_unneeded_time"]),
-        "scale-down-utilization-threshold": _flag_value(settings["scale_down_utilization_threshold"]),
-        "scale-down-gpu-utilization-threshold": _flag_value(settings["scale_down_gpu_utilization_threshold"]),
-        "scale-down-delay-after-add": _flag_value(settings["scale_down_delay_after_add"]),
-        "skip-nodes-with-local-storage": _flag_value(bool(settings["skip_nodes_with_local_storage"])),
-        "skip-nodes-with-system-pods": _flag_value(bool(settings["skip_nodes_with_system_pods"])),
-        "balance-similar-node-groups": _flag_value(bool(settings["balance_similar_node_groups"])),
+        "scale-down-unneeded-time": flag_value(settings["scale_down_unneeded_time"]),
+        "scale-down-utilization-threshold": flag_value(settings["scale_down_utilization_threshold"]),
+        "scale-down-gpu-utilization-threshold": flag_value(settings["scale_down_gpu_utilization_threshold"]),
+        "scale-down-delay-after-add": flag_value(settings["scale_down_delay_after_add"]),
+        "skip-nodes-with-local-storage": flag_value(bool(settings["skip_nodes_with_local_storage"])),
+        "skip-nodes-with-system-pods": flag_value(bool(settings["skip_nodes_with_system_pods"])),
+        "balance-similar-node-groups": flag_value(bool(settings["balance_similar_node_groups"])),
         "expander": settings["expander"],
     }
-    flags.update({k: _flag_value(v) for k, v in (cloud.get("flags") or {}).items()})
-    flags.update({k: _flag_value(v) for k, v in (settings.get("extra_args") or {}).items()})
+    flags.update({k: flag_value(v) for k, v in (cloud.get("flags") or {}).items()})
+    flags.update({k: flag_value(v) for k, v in (settings.get("extra_args") or {}).items()})
 
     groups = settings.get("node_groups") or []
     capi = cloud_provider == "clusterapi"
