@@ -55,8 +55,8 @@ def test_defaults_are_valid_and_every_problem_is_reported_at_once():
     assert ap.input_errors(settings()) == []
     errors = ap.input_errors(settings(
         namespace="Kube_System", version=".bad", replicas=0, cloud_provider="",
-        node_groups=[{"name": "gpu", "min_nodes": 5, "max_nodes": 2}, {"name": "gpu", "min_nodes": 0, "max_nodes": 0,
-                                                                    "size": 3},
+        node_groups=[{"name": "gpu", "min_nodes": 5, "max_nodes": 2},
+                     {"name": "gpu", "min_nodes": 0, "max_nodes": 0, "size": 3},
                      "oops", {"min_nodes": -1, "max_nodes": 1, "priority": "high"}],
         expander_priorities={"x": [], "10": ["("]}, extra_args={"--scan-interval": "5s"}))
     text = "\n".join(errors)
